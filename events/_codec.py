@@ -1,0 +1,96 @@
+"""Events to bytes and back: orjson out, pydantic ``validate_json`` in, upcasters for old shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from ._catalog import EVENT_TYPES, Event, EventBase
+from ._errors import DecodeError, SchemaVersionError, UnknownEventTypeError
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+"""Turns the JSON object of an event at schema version ``n`` into the object at ``n + 1``."""
+
+_EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def _default(value: Any) -> Any:
+    # orjson knows dicts, lists, tuples, str, numbers, datetimes and dates natively; the rest of
+    # what events hold is nested frozen models and exact money.
+    if isinstance(value, BaseModel):
+        return value.__dict__
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+class EventCodec:
+    """Encodes events to JSON bytes and decodes stored bytes to typed events.
+
+    Decoding is strict about what it does not know: an unknown ``type`` raises
+    ``UnknownEventTypeError`` and a schema version newer than the class's raises
+    ``SchemaVersionError``, both naming the stream and version. Older versions go through the
+    upcasters registered with ``register_upcaster``.
+    """
+
+    def __init__(self) -> None:
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def register_upcaster(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
+        """Register how to lift ``event_type`` from ``from_version`` to ``from_version + 1``."""
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {event_type!r}")
+        if not 1 <= from_version < EVENT_TYPES[event_type].schema_version:
+            raise ValueError(
+                f"{event_type!r} is at schema version {EVENT_TYPES[event_type].schema_version}; "
+                f"an upcaster from version {from_version} can never run"
+            )
+        self._upcasters[(event_type, from_version)] = upcaster
+
+    @staticmethod
+    def encode(event: EventBase) -> bytes:
+        """The event's JSON bytes, as stored."""
+        return orjson.dumps(event.__dict__, default=_default)
+
+    @staticmethod
+    def schema_version(event_type: str) -> int:
+        """The schema version this program writes for ``event_type``."""
+        return EVENT_TYPES[event_type].schema_version
+
+    def decode(
+        self, event_type: str, schema_version: int, data: bytes | str, stream_id: str, version: int
+    ) -> Event:
+        """The typed event for stored bytes; raises a ``DecodeError`` naming stream and version."""
+        cls = EVENT_TYPES.get(event_type)
+        if cls is None:
+            raise UnknownEventTypeError(stream_id, version, event_type)
+        try:
+            if schema_version == cls.schema_version:
+                return _EVENT_ADAPTER.validate_json(data)
+            if schema_version > cls.schema_version:
+                raise SchemaVersionError(
+                    stream_id, version, event_type, schema_version, cls.schema_version
+                )
+            raw = orjson.loads(data)
+            for from_version in range(schema_version, cls.schema_version):
+                upcaster = self._upcasters.get((event_type, from_version))
+                if upcaster is None:
+                    raise DecodeError(
+                        stream_id,
+                        version,
+                        f"no upcaster for {event_type!r} from schema version {from_version}",
+                    )
+                raw = upcaster(raw)
+            return _EVENT_ADAPTER.validate_python(raw)
+        except ValidationError as exc:
+            raise DecodeError(stream_id, version, str(exc)) from exc
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(stream_id, version, f"invalid JSON: {exc}") from exc
+
+
+default_codec = EventCodec()
+"""The codec stores use unless given another; register process-wide upcasters here."""

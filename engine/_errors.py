@@ -1,0 +1,63 @@
+"""The error tree of ``agentledger.engine``."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Raised for any engine failure that reaches the caller (the root of this tree)."""
+
+
+class ModelError(EngineError):
+    """Raised when a model call fails; ``retryable`` says whether trying again may help."""
+
+    retryable: bool = False
+
+    def __init__(self, model: str, message: str, *, status_code: int | None = None) -> None:
+        self.model = model
+        self.status_code = status_code
+        super().__init__(f"{model}: {message}")
+
+
+class ModelRateLimitedError(ModelError):
+    """Raised on HTTP 429; ``retry_after`` is the provider's ``Retry-After`` in seconds, if any."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        model: str,
+        message: str,
+        *,
+        status_code: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(model, message, status_code=status_code)
+
+
+class ModelServerError(ModelError):
+    """Raised on HTTP 5xx (and 529 overloaded) from the provider."""
+
+    retryable = True
+
+
+class ModelTimeoutError(ModelError):
+    """Raised when the provider did not answer within the call's timeout."""
+
+    retryable = True
+
+
+class ModelConnectionError(ModelError):
+    """Raised when the provider could not be reached (DNS, refused, reset)."""
+
+    retryable = True
+
+
+class ModelResponseError(ModelError):
+    """Raised when the provider's reply is not what its API promises (malformed body)."""
+
+    retryable = True
+
+
+class ModelRequestError(ModelError):
+    """Raised on a 4xx other than 429: the request itself is wrong; retrying cannot help."""

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # JSON has no infinity or NaN (orjson writes them as null), so they are refused at the source.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Usage(_Frozen):
@@ -206,7 +207,13 @@ class ModelFellBack(EventBase):
 # -- tool calls --------------------------------------------------------------------------------
 
 
-ToolRejection = Literal["invalid_arguments", "invalid_json", "unknown_tool", "oversized_arguments"]
+ToolRejection = Literal[
+    "invalid_arguments",
+    "invalid_json",
+    "unknown_tool",
+    "oversized_arguments",
+    "idempotency_conflict",
+]
 
 
 class ToolArgumentsRejected(EventBase):

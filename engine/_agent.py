@@ -1,0 +1,101 @@
+"""``Agent``: what a run is made of (models, prompt, tools, limits), as plain configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from ._model import Model
+from ._tools import Tool
+
+DEGRADED_TOOL_INSTRUCTION = (
+    'If a tool result has "status": "degraded", that tool is unavailable for the rest of this '
+    "run: do not call it again; answer with what you have and say what is missing."
+)
+"""Added to the system prompt of every agent with tools (pattern 4)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failing model call is retried before the next model in the chain is tried.
+
+    Delays grow ``base_delay * multiplier ** (attempt - 1)`` up to ``max_delay``; a provider's
+    ``Retry-After`` replaces the computed delay (still capped by ``max_retry_after``; a longer
+    wait moves on to the fallback model instead).
+    """
+
+    max_attempts: int = 3
+    base_delay: float = 0.5
+    multiplier: float = 2.0
+    max_delay: float = 20.0
+    max_retry_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("RetryPolicy.max_attempts must be at least 1")
+
+    def delay(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or ``None`` to stop retrying."""
+        if attempt >= self.max_attempts:
+            return None
+        if retry_after is not None:
+            return retry_after if retry_after <= self.max_retry_after else None
+        return float(min(self.base_delay * self.multiplier ** (attempt - 1), self.max_delay))
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """When a tool tier is skipped: after ``threshold`` failures in a row, for ``cooldown``."""
+
+    threshold: int = 3
+    cooldown: timedelta = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Agent:
+    """An agent: a model chain, a system prompt, tools and the limits of one run.
+
+    ``name`` identifies the agent in the log; an ``Engine`` resumes a run with the agent of that
+    name it was given, so keep names stable across deployments.
+    """
+
+    name: str
+    model: Model
+    fallback_models: Sequence[Model] = ()
+    system_prompt: str = ""
+    tools: Sequence[Tool[Any]] = ()
+    max_turns: int = 10
+    max_tokens: int = 1024
+    model_timeout: float = 60.0
+    """Seconds one model attempt may take."""
+    tool_timeout: float = 30.0
+    """Seconds one tier of a tool call may take, unless the tool sets its own ``timeout``."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+
+    def __post_init__(self) -> None:
+        if self.max_turns < 1:
+            raise ValueError("Agent.max_turns must be at least 1")
+        names = [t.name for t in self.tools]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"Agent {self.name!r} has several tools named {', '.join(dupes)}")
+
+    @property
+    def models(self) -> tuple[Model, ...]:
+        """The model chain: the primary model, then the fallbacks in order."""
+        return (self.model, *self.fallback_models)
+
+    @property
+    def tools_by_name(self) -> dict[str, Tool[Any]]:
+        """The agent's tools by name."""
+        return {t.name: t for t in self.tools}
+
+    def full_system_prompt(self) -> str:
+        """The system prompt as sent, with the degraded-tool instruction when there are tools."""
+        parts = [self.system_prompt] if self.system_prompt else []
+        if self.tools:
+            parts.append(DEGRADED_TOOL_INSTRUCTION)
+        return "\n\n".join(parts)

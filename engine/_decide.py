@@ -1,0 +1,75 @@
+"""``decide``: the pure half of the loop. It looks at a run's state and names the next step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agentledger.projections._run_state import RunState, ToolCallState
+
+from ._agent import Agent
+
+
+@dataclass(frozen=True, slots=True)
+class CallModel:
+    """Ask the model chain for turn ``turn``."""
+
+    turn: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunTools:
+    """Run (or settle, for in-doubt side effects) these tool calls of the current turn."""
+
+    calls: tuple[ToolCallState, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait for a person to approve or deny these calls."""
+
+    call_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    """The model answered without tool calls: that answer is the output."""
+
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """The run cannot go on."""
+
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Nothing to do: the run has ended or waits for something outside it."""
+
+
+Command = CallModel | RunTools | Pause | Complete | Fail | Stop
+
+
+def decide(state: RunState, agent: Agent) -> Command:
+    """The next step of a run, from its state alone (no I/O, no clock)."""
+    if state.status != "running":
+        return Stop()
+    to_run = tuple(
+        c for c in state.calls.values() if c.status in ("requested", "approved", "intended")
+    )
+    if to_run:
+        return RunTools(to_run)
+    waiting = tuple(
+        call_id for call_id, c in state.calls.items() if c.status == "awaiting_confirmation"
+    )
+    if waiting:
+        return Pause(waiting)
+    last = state.messages[-1] if state.messages else None
+    if state.turn > 0 and last is not None and last.role == "assistant" and not state.calls:
+        return Complete(state.last_answer)
+    if state.turn >= agent.max_turns:
+        return Fail("max_turns", f"no answer after {agent.max_turns} turns")
+    return CallModel(state.turn + 1)

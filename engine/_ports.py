@@ -1,0 +1,52 @@
+"""Ports for time and identity: the only places the engine meets the clock and randomness.
+
+Everything the engine does with time or ids goes through a ``Clock`` and an ``IdSource`` given to
+the ``Engine``, and every value they produce is recorded in an event, so a run folds to the same
+state in any process. ``SystemClock`` and ``RandomIds`` are the production implementations;
+``agentledger.engine.testing`` has deterministic ones.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Protocol
+
+import anyio
+
+
+class Clock(Protocol):
+    """Tells the time and waits; injectable so tests can skip waits."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (retry back-off); a fake clock advances instead."""
+        ...
+
+
+class IdSource(Protocol):
+    """Makes unique ids for runs, spans, calls, reservations and events."""
+
+    def new_id(self) -> str:
+        """A new id, unique across processes for production sources."""
+        ...
+
+
+class SystemClock:
+    """The machine's clock in UTC."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+
+class RandomIds:
+    """128 random bits as 32 hex characters (``os.urandom``; uuid4 without the formatting)."""
+
+    def new_id(self) -> str:
+        return os.urandom(16).hex()

@@ -1,0 +1,45 @@
+"""``JsonLinesSink``: every appended event as one JSON line, for any log pipeline (pattern 3)."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+import orjson
+
+from agentledger.events import EventCodec, RecordedEvent
+
+
+def event_line(recorded: RecordedEvent) -> bytes:
+    """One event as a JSON line: the envelope fields, then the event's own fields under
+    ``event``. Ends with a newline."""
+    envelope = (
+        b'{"stream_id":%b,"version":%d,"position":%d,"event_id":%b,"recorded_at":%b,'
+        b'"schema_version":%d,"event":'
+        % (
+            orjson.dumps(recorded.stream_id),
+            recorded.version,
+            recorded.position,
+            orjson.dumps(recorded.event_id),
+            orjson.dumps(recorded.recorded_at),
+            recorded.schema_version,
+        )
+    )
+    return envelope + EventCodec.encode(recorded.event) + b"}\n"
+
+
+class JsonLinesSink:
+    """Writes each event the engine appends as a JSON line to a binary stream (default stdout).
+
+    Give it to ``Engine(sink=...)``. Lines are written after the append commits, so a line never
+    describes an event that is not in the log; a crash may lose the last lines, never add one.
+    """
+
+    def __init__(self, stream: IO[bytes] | None = None, *, flush: bool = True) -> None:
+        self._stream = stream if stream is not None else sys.stdout.buffer
+        self._flush = flush
+
+    def __call__(self, recorded: RecordedEvent) -> None:
+        self._stream.write(event_line(recorded))
+        if self._flush:
+            self._stream.flush()

@@ -1,0 +1,148 @@
+"""Test doubles for agents built on agentledger: a scripted model, a fake clock, sequential ids.
+
+They are the same doubles the engine's own test-suite uses. A typical test::
+
+    model = ScriptedModel([
+        reply(tool_calls=[call("get_weather", {"city": "Paris"})]),
+        reply("It is sunny in Paris."),
+    ])
+    agent = Agent(name="weather", model=model, tools=[get_weather])
+    async with MemoryEventStore() as store, Engine(store, clock=FakeClock()) as engine:
+        result = await engine.run(agent, "Paris?")
+    assert result.output == "It is sunny in Paris."
+    assert model.requests[1].messages[-1].role == "tool"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from agentledger.events import ToolCall, Usage
+
+from ._model import ModelReply, ModelRequest
+
+
+class FakeClock:
+    """A clock that stands still unless told to move; ``sleep`` advances it instead of waiting.
+
+    ``tick`` is added after every ``now()`` call, so successive events get distinct, ordered times.
+    """
+
+    def __init__(
+        self,
+        start: datetime = datetime(2026, 1, 1, tzinfo=UTC),
+        *,
+        tick: timedelta = timedelta(0),
+    ) -> None:
+        if start.tzinfo is None:
+            raise ValueError("FakeClock needs a timezone-aware start time")
+        self._now = start
+        self._tick = tick
+        self.slept: list[float] = []
+        """Every ``sleep`` asked of this clock, in seconds, in order."""
+
+    def now(self) -> datetime:
+        current = self._now
+        self._now += self._tick
+        return current
+
+    def advance(self, delta: timedelta | float) -> None:
+        """Move the clock forward by a timedelta or a number of seconds."""
+        self._now += delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(max(seconds, 0.0))
+
+
+class SequentialIds:
+    """Ids ``prefix-1``, ``prefix-2``, ...: readable and the same in every run of a test."""
+
+    def __init__(self, prefix: str = "id") -> None:
+        self._prefix = prefix
+        self._counter = itertools.count(1)
+
+    def new_id(self) -> str:
+        return f"{self._prefix}-{next(self._counter)}"
+
+
+def call(name: str, arguments: Mapping[str, Any] | str, *, id: str | None = None) -> ToolCall:
+    """A tool call as a model would make it; a ``str`` is sent as raw (possibly broken) JSON.
+
+    Without ``id``, the id is derived from name and arguments, so give two identical calls in one
+    reply distinct ids yourself.
+    """
+    raw = arguments if isinstance(arguments, str) else orjson.dumps(dict(arguments)).decode()
+    digest = hashlib.sha256(f"{name}\0{raw}".encode()).hexdigest()[:12]
+    return ToolCall(id=id or f"call_{digest}", name=name, arguments=raw)
+
+
+def reply(
+    text: str = "",
+    *,
+    tool_calls: Sequence[ToolCall] = (),
+    usage: Usage | None = None,
+    finish_reason: str | None = None,
+) -> ModelReply:
+    """A model reply for a ``ScriptedModel`` script."""
+    return ModelReply(
+        text=text,
+        tool_calls=tuple(tool_calls),
+        usage=usage or Usage(input_tokens=10, output_tokens=5),
+        finish_reason=finish_reason or ("tool_calls" if tool_calls else "stop"),
+    )
+
+
+Script = Sequence[ModelReply | BaseException] | Callable[[ModelRequest], ModelReply]
+
+
+class ScriptedModel:
+    """A ``Model`` that answers from a script instead of a provider.
+
+    ``script`` is either a list of replies (an exception in the list is raised instead, e.g. a
+    ``ModelRateLimitedError`` to test retries), used in order, or a function of the request.
+    Every request is kept in ``requests`` for assertions. Running out of replies raises
+    ``AssertionError``: the test expected fewer calls than the engine made.
+    """
+
+    def __init__(self, script: Script, *, name: str = "scripted") -> None:
+        self._name = name
+        self._function = script if callable(script) else None
+        self._replies: Iterator[ModelReply | BaseException] = iter(
+            () if callable(script) else list(script)
+        )
+        self.requests: list[ModelRequest] = []
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        self.requests.append(request)
+        if self._function is not None:
+            answer: ModelReply | BaseException = self._function(request)
+        else:
+            try:
+                answer = next(self._replies)
+            except StopIteration:
+                raise AssertionError(
+                    f"ScriptedModel {self._name!r} ran out of replies after "
+                    f"{len(self.requests) - 1} calls"
+                ) from None
+        if isinstance(answer, BaseException):
+            raise answer
+        if not answer.model:
+            answer = ModelReply(
+                text=answer.text,
+                tool_calls=answer.tool_calls,
+                usage=answer.usage,
+                finish_reason=answer.finish_reason,
+                model=self._name,
+            )
+        return answer

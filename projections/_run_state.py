@@ -1,0 +1,229 @@
+"""The run-state projection: everything the engine's ``decide`` needs, folded from a run's stream.
+
+A fresh process that folds a run's events gets exactly the state of the process that wrote them;
+the engine keeps nothing else. The fold is pure and copy-on-write: ``evolve`` returns a new state
+and never touches the one it was given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Literal
+
+import orjson
+from pydantic import JsonValue as _JsonValue
+
+from agentledger.events import (
+    ConfirmationApproved,
+    ConfirmationDenied,
+    ConfirmationRequested,
+    ModelCallResponded,
+    RecordedEvent,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    ToolArgumentsRejected,
+    ToolCall,
+    ToolCallDegraded,
+    ToolCallIntended,
+    ToolCallSucceeded,
+    ToolOutcomeUnknown,
+    ToolResultReused,
+    TurnStarted,
+    Usage,
+)
+
+from ._messages import AssistantMessage, Message, SystemMessage, ToolResultMessage, UserMessage
+
+RunStatus = Literal["new", "running", "paused", "completed", "failed", "cancelled"]
+ToolCallStatus = Literal[
+    "requested",  # the model asked for it; nothing recorded since
+    "intended",  # a side effect's intent is recorded, its outcome is not: in doubt after a crash
+    "awaiting_confirmation",
+    "approved",
+    "resolved",  # a result for the model is recorded
+]
+
+
+def tool_result_content(payload: dict[str, _JsonValue]) -> str:
+    """The JSON text a model receives as a tool result: compact, keys sorted, deterministic."""
+    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallState:
+    """One tool call of the current turn and how far it got."""
+
+    call: ToolCall
+    status: ToolCallStatus = "requested"
+    span_id: str | None = None
+    intent: ToolCallIntended | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """A run as its events describe it."""
+
+    run_id: str = ""
+    status: RunStatus = "new"
+    version: int = 0
+    """The stream version folded so far: the expected version of the run's next append."""
+    started: RunStarted | None = None
+    turn: int = 0
+    turn_span_id: str | None = None
+    messages: tuple[Message, ...] = ()
+    calls: dict[str, ToolCallState] = field(default_factory=dict)
+    """The current turn's tool calls by call id, in the order the model made them."""
+    last_answer: str = ""
+    """The newest non-empty text of the model: the best answer the run has."""
+    output: str | None = None
+    flagged: bool = False
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: Decimal = Decimal(0)
+    error: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the run has ended (completed, failed or cancelled)."""
+        return self.status in ("completed", "failed", "cancelled")
+
+
+def _add_usage(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        cached_input_tokens=a.cached_input_tokens + b.cached_input_tokens,
+    )
+
+
+def _resolve(state: RunState, call_id: str, content: dict[str, _JsonValue]) -> RunState:
+    current = state.calls.get(call_id)
+    if current is None or current.status == "resolved":
+        return state  # a result for a call not of this turn, or a second one: nothing to add
+    message = ToolResultMessage(
+        tool_call_id=call_id, tool_name=current.call.name, content=tool_result_content(content)
+    )
+    calls = {**state.calls, call_id: replace(current, status="resolved")}
+    return replace(state, calls=calls, messages=(*state.messages, message))
+
+
+def _set_call(state: RunState, call_id: str, **changes: object) -> RunState:
+    current = state.calls.get(call_id)
+    if current is None:
+        return state
+    return replace(state, calls={**state.calls, call_id: replace(current, **changes)})  # type: ignore[arg-type]
+
+
+class RunStateProjection:
+    """The ``Projection`` of one run's stream into a ``RunState``."""
+
+    def initial(self) -> RunState:
+        return RunState()
+
+    def evolve(self, state: RunState, recorded: RecordedEvent) -> RunState:
+        state = replace(state, version=recorded.version)
+        event = recorded.event
+        match event:
+            case RunStarted():
+                messages: list[Message] = []
+                if event.system_prompt:
+                    messages.append(SystemMessage(content=event.system_prompt))
+                messages.append(UserMessage(content=event.task))
+                return replace(
+                    state,
+                    run_id=event.run_id,
+                    status="running",
+                    started=event,
+                    messages=tuple(messages),
+                )
+            case TurnStarted():
+                return replace(state, turn=event.turn, turn_span_id=event.span_id, calls={})
+            case ModelCallResponded() if state.started is not None:
+                state = replace(
+                    state,
+                    usage=_add_usage(state.usage, event.usage),
+                    cost_usd=state.cost_usd + event.cost_usd,
+                )
+                assistant = AssistantMessage(content=event.text, tool_calls=event.tool_calls)
+                return replace(
+                    state,
+                    messages=(*state.messages, assistant),
+                    calls={c.id: ToolCallState(call=c) for c in event.tool_calls},
+                    last_answer=event.text or state.last_answer,
+                )
+            case ToolArgumentsRejected():
+                return _resolve(
+                    state,
+                    event.call_id,
+                    {
+                        "status": "error",
+                        "error_type": event.error_type,
+                        "errors": [
+                            {"loc": list(e.loc), "message": e.message, "kind": e.kind}
+                            for e in event.errors
+                        ],
+                        "hint": "Fix the arguments and call the tool again.",
+                    },
+                )
+            case ToolCallIntended():
+                return _set_call(
+                    state, event.call_id, status="intended", span_id=event.span_id, intent=event
+                )
+            case ToolCallSucceeded():
+                return _resolve(state, event.call_id, {"status": "ok", "result": event.result})
+            case ToolResultReused():
+                return _resolve(state, event.call_id, {"status": "ok", "result": event.result})
+            case ToolCallDegraded():
+                return _resolve(
+                    state,
+                    event.call_id,
+                    {"status": "degraded", "message": event.message or "every tier failed"},
+                )
+            case ToolOutcomeUnknown():
+                return _resolve(
+                    state,
+                    event.call_id,
+                    {
+                        "status": "unknown_outcome",
+                        "message": event.message
+                        or "The action may or may not have happened; do not assume either.",
+                    },
+                )
+            case ConfirmationRequested():
+                return _set_call(
+                    state, event.call_id, status="awaiting_confirmation", span_id=event.span_id
+                )
+            case ConfirmationApproved():
+                return _set_call(state, event.call_id, status="approved")
+            case ConfirmationDenied():
+                return _resolve(
+                    state,
+                    event.call_id,
+                    {"status": "denied", "reason": event.reason or "A person declined this call."},
+                )
+            case RunPaused():
+                return replace(state, status="paused")
+            case RunResumed():
+                return replace(state, status="running") if state.status == "paused" else state
+            case RunCompleted():
+                return replace(
+                    state, status="completed", output=event.output, flagged=event.flagged
+                )
+            case RunFailed():
+                return replace(state, status="failed", error=f"{event.error_type}: {event.message}")
+            case RunCancelled():
+                return replace(state, status="cancelled", error=event.reason or None)
+        return state
+
+
+def fold_run(events: list[RecordedEvent], state: RunState | None = None) -> RunState:
+    """Fold a run's recorded events (oldest first) into its state."""
+    projection = RunStateProjection()
+    current = projection.initial() if state is None else state
+    for recorded in events:
+        current = projection.evolve(current, recorded)
+    return current

@@ -18,9 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
-from agentledger.events import SqliteEventStore
+from agentledger.events import RecordedEvent, SqliteEventStore
 from agentledger.projections._run_state import RunState, fold_run
 
 WORKER = Path(__file__).with_name("crash_worker.py")
@@ -56,8 +57,13 @@ async def _uninterrupted(tmp: Path) -> dict[str, RunState]:
         }
 
 
+async def _end_states(events_db: Path) -> dict[str, list[RecordedEvent]]:
+    async with SqliteEventStore(events_db) as store:
+        return {f"r{i:04d}": await store.read_stream(f"run-r{i:04d}") for i in range(RUNS)}
+
+
 @pytest.mark.skipif(os.name != "posix", reason="needs SIGKILL")
-async def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
+def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
     events_db, service_db = tmp_path / "events.db", tmp_path / "service.db"
     rng = random.Random(20261125)
     kills = 0
@@ -85,17 +91,13 @@ async def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
     assert duplicates == {}
     assert len(counts) == RUNS * 3
 
-    reference = await _uninterrupted(tmp_path)
+    reference = anyio.run(_uninterrupted, tmp_path)
     resumed = 0
-    async with SqliteEventStore(events_db) as store:
-        for run_id, expected in reference.items():
-            events = await store.read_stream(f"run-{run_id}")
-            resumed += any(e.event.type == "run_resumed" for e in events)
-            state = fold_run(events)
-            assert _comparable(state) == _comparable(expected), run_id
-            assert not any(e.event.type == "tool_outcome_unknown" for e in events), run_id
-            positions = [e.version for e in events]
-            assert positions == list(range(1, len(events) + 1))
+    for run_id, events in anyio.run(_end_states, events_db).items():
+        resumed += any(e.event.type == "run_resumed" for e in events)
+        assert _comparable(fold_run(events)) == _comparable(reference[run_id]), run_id
+        assert not any(e.event.type == "tool_outcome_unknown" for e in events), run_id
+        assert [e.version for e in events] == list(range(1, len(events) + 1))
     assert resumed > 0, "no run was ever interrupted: the kills missed the work"
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
-from ._model import Model
+from ._model import Model, ToolSpec
 from ._tools import Tool
 
 DEGRADED_TOOL_INSTRUCTION = (
@@ -88,10 +89,15 @@ class Agent:
         """The model chain: the primary model, then the fallbacks in order."""
         return (self.model, *self.fallback_models)
 
-    @property
+    @cached_property
     def tools_by_name(self) -> dict[str, Tool[Any]]:
         """The agent's tools by name."""
         return {t.name: t for t in self.tools}
+
+    @cached_property
+    def tool_specs(self) -> tuple[ToolSpec, ...]:
+        """The tools as models are shown them (their JSON schemas are built once)."""
+        return tuple(t.spec() for t in self.tools)
 
     def full_system_prompt(self) -> str:
         """The system prompt as sent, with the degraded-tool instruction when there are tools."""

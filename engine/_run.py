@@ -173,7 +173,7 @@ class RunDriver:
         ]
         request = ModelRequest(
             messages=self.state.messages,
-            tools=[t.spec() for t in agent.tools],
+            tools=agent.tool_specs,
             max_tokens=agent.max_tokens,
         )
         digest = _request_digest(request)

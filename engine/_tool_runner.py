@@ -65,6 +65,7 @@ class _Job:
     arguments: dict[str, JsonValue]
     span_id: str
     key: str | None
+    intended_at: datetime
 
 
 class ToolHealthBook:
@@ -157,7 +158,7 @@ class ToolRunner:
                 continue
             key = tool.idempotency_key(arguments, run_id=state.run_id, user_id=_user_id(driver))
             if key is None:
-                jobs.append(_Job(pending, tool, checked.args, arguments, span, None))
+                jobs.append(_Job(pending, tool, checked.args, arguments, span, None, meta["at"]))
                 continue
             record = fold_key(await driver.store.read_stream(key_stream(key)))
             same = record.intent is not None and canonical_arguments(
@@ -222,7 +223,7 @@ class ToolRunner:
                         expected_version=record.version,
                     )
                 )
-                jobs.append(_Job(pending, tool, checked.args, arguments, span, key))
+                jobs.append(_Job(pending, tool, checked.args, arguments, span, key, meta["at"]))
         if first:
             await driver.append(first, *ledger)
         return jobs
@@ -270,11 +271,13 @@ class ToolRunner:
                             idempotency_key=key,
                         )
                     elif found is not None and found.status == "not_done":
-                        return _Job(pending, tool, args, dict(intent.arguments), span, key)
+                        return _Job(
+                            pending, tool, args, dict(intent.arguments), span, key, intent.at
+                        )
                     elif found is not None:
                         reason = "the reconcile hook could not tell whether it happened"
                 elif tool.retry_safe:
-                    return _Job(pending, tool, args, dict(intent.arguments), span, key)
+                    return _Job(pending, tool, args, dict(intent.arguments), span, key, intent.at)
                 else:
                     reason = "the tool has no reconcile hook and is not safe to retry"
             else:
@@ -374,7 +377,7 @@ class ToolRunner:
     def _intent(driver: RunDriver, job: _Job) -> ToolCallIntended:
         # Calls without side effects record their intent with the outcome: nothing to protect.
         return ToolCallIntended(
-            **_meta(driver, job.span_id),
+            **_meta(driver, job.span_id, at=job.intended_at),
             call_id=job.call.call.id,
             tool_name=job.tool.name,
             arguments=job.arguments,

@@ -1,0 +1,7 @@
+"""``python -m agentledger.engine``: the same as the ``agentledger`` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

@@ -1,0 +1,197 @@
+"""``agentledger``: the command line. Run the demo, list runs, show a run, follow the log."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import anyio
+
+from agentledger.events import EventStore, RecordedEvent, SqliteEventStore
+from agentledger.projections import ProjectionRunner, RunIndex, list_runs
+
+from ._engine import Engine
+from ._sink import event_line
+
+DEFAULT_DB = "agentledger.db"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(row.rstrip() for row in [line, rule, *body])
+
+
+def _summary(recorded: RecordedEvent) -> str:
+    event = recorded.event
+    match event.type:
+        case "run_started":
+            return f"agent={event.agent} user={event.user_id} task={event.task!r}"  # type: ignore[union-attr]
+        case "model_call_responded":
+            calls = ", ".join(c.name for c in event.tool_calls)  # type: ignore[union-attr]
+            return f"{event.model}: " + (f"calls {calls}" if calls else repr(event.text[:60]))  # type: ignore[union-attr]
+        case "tool_arguments_rejected":
+            issues = "; ".join(e.message for e in event.errors)  # type: ignore[union-attr]
+            return f"{event.tool_name}: {event.error_type}: {issues}"[:100]  # type: ignore[union-attr]
+        case "tool_tier_failed":
+            return f"{event.tool_name}[{event.tier}]: {event.message}"[:100]  # type: ignore[union-attr]
+        case "tool_call_succeeded":
+            return f"{event.tool_name}[{event.tier}] ok"  # type: ignore[union-attr]
+        case "tool_result_reused":
+            return f"{event.tool_name}: reused, not executed again"  # type: ignore[union-attr]
+        case "run_completed":
+            return repr(event.output[:80])  # type: ignore[union-attr]
+        case "run_failed":
+            return f"{event.error_type}: {event.message}"[:100]  # type: ignore[union-attr]
+    return ""
+
+
+def _timeline(events: Sequence[RecordedEvent]) -> str:
+    rows = [
+        (e.version, e.event.at.strftime("%H:%M:%S.%f")[:-3], e.event.type, _summary(e))
+        for e in events
+    ]
+    return _table(["#", "time", "event", "detail"], rows)
+
+
+def _row(recorded: RecordedEvent) -> str:
+    """One event as a fixed-width line, for output that grows while a person watches."""
+    time = recorded.event.at.strftime("%H:%M:%S.%f")[:-3]
+    return f"{recorded.version:>3}  {time}  {recorded.event.type:<24} {_summary(recorded)}".rstrip()
+
+
+async def _runs_table(store: EventStore, user: str | None, status: str | None, limit: int) -> str:
+    async with ProjectionRunner(store, RunIndex()) as runner:
+        await runner.catch_up()
+        rows = list_runs(runner.rows, user_id=user, status=status, limit=limit, newest_first=True)  # type: ignore[arg-type]
+    return _table(
+        ["run", "agent", "user", "status", "turns", "cost (USD)", "started"],
+        [
+            (
+                r.run_id,
+                r.agent,
+                r.user_id,
+                r.status,
+                r.turns,
+                r.cost_usd,
+                f"{r.started_at:%Y-%m-%d %H:%M:%S}",
+            )
+            for r in rows
+        ],
+    )
+
+
+async def _demo(db: Path) -> int:
+    from ._demo import SENT, demo_agent
+
+    agent = demo_agent()
+    print(f"agentledger demo: the event log is {db} (SQLite)")
+    reused = 0
+    async with SqliteEventStore(db) as store, Engine(store) as engine:
+        for attempt in (1, 2):
+            print(
+                f"\nRun {attempt}: 'Plan my weekend in Lisbon' for user ada, events as they commit:"
+            )
+            async for recorded in engine.stream(agent, "Plan my weekend in Lisbon", user_id="ada"):
+                reused += recorded.event.type == "tool_result_reused"
+                print(f"  {_row(recorded)}", flush=True)
+        print(
+            f"\nEmails sent: {len(SENT)}; sends answered from the idempotency ledger instead: "
+            f"{reused}.\n\nRuns in the log, newest first:"
+        )
+        print(await _runs_table(store, None, None, 10))
+    return 0
+
+
+async def _show(db: Path, run_id: str) -> int:
+    async with SqliteEventStore(db) as store:
+        events = await store.read_stream(f"run-{run_id}")
+    if not events:
+        print(f"agentledger: no run {run_id!r} in {db}", file=sys.stderr)
+        return 1
+    print(_timeline(events))
+    return 0
+
+
+async def _runs(db: Path, user: str | None, status: str | None, limit: int) -> int:
+    async with SqliteEventStore(db) as store:
+        print(await _runs_table(store, user, status, limit))
+    return 0
+
+
+async def _tail(db: Path, after: int, follow: bool) -> int:
+    async with SqliteEventStore(db) as store:
+        if not follow:
+            position = after
+            while batch := await store.read_all(after=position, limit=1000):
+                for recorded in batch:
+                    sys.stdout.buffer.write(event_line(recorded))
+                position = batch[-1].position
+            return 0
+        async for recorded in store.subscribe(after=after):
+            sys.stdout.buffer.write(event_line(recorded))
+            sys.stdout.buffer.flush()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    try:
+        installed = version("agentledger")
+    except PackageNotFoundError:  # running from a checkout that is not installed
+        installed = "unknown"
+    parser = argparse.ArgumentParser(
+        prog="agentledger",
+        description="An event-sourced engine for LLM agents: every step is an event in a log.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed}")
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=Path(DEFAULT_DB),
+        help=f"SQLite event log (default: {DEFAULT_DB})",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("demo", help="run the demo agent (scripted model, no network)")
+    runs = commands.add_parser("runs", help="list runs, newest first")
+    runs.add_argument("--user", help="only this user's runs")
+    runs.add_argument("--status", help="only runs with this status (e.g. completed, paused)")
+    runs.add_argument("--limit", type=int, default=20, help="at most this many (default: 20)")
+    show = commands.add_parser("show", help="show one run's events as a timeline")
+    show.add_argument("run_id", help="the run id")
+    tail = commands.add_parser("tail", help="print the log as JSON lines")
+    tail.add_argument("--after", type=int, default=0, help="start after this global position")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep waiting for new events")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``agentledger`` command."""
+    options = _parser().parse_args(argv)
+    db: Path = options.db
+    try:
+        match options.command:
+            case "demo":
+                return anyio.run(_demo, db)
+            case "runs":
+                return anyio.run(_runs, db, options.user, options.status, options.limit)
+            case "show":
+                return anyio.run(_show, db, options.run_id)
+            case _:
+                return anyio.run(_tail, db, options.after, options.follow)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (``agentledger tail | head``): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

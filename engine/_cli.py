@@ -33,23 +33,23 @@ def _summary(recorded: RecordedEvent) -> str:
     event = recorded.event
     match event.type:
         case "run_started":
-            return f"agent={event.agent} user={event.user_id} task={event.task!r}"  # type: ignore[union-attr]
+            return f"agent={event.agent} user={event.user_id} task={event.task!r}"
         case "model_call_responded":
-            calls = ", ".join(c.name for c in event.tool_calls)  # type: ignore[union-attr]
-            return f"{event.model}: " + (f"calls {calls}" if calls else repr(event.text[:60]))  # type: ignore[union-attr]
+            calls = ", ".join(c.name for c in event.tool_calls)
+            return f"{event.model}: " + (f"calls {calls}" if calls else repr(event.text[:60]))
         case "tool_arguments_rejected":
-            issues = "; ".join(e.message for e in event.errors)  # type: ignore[union-attr]
-            return f"{event.tool_name}: {event.error_type}: {issues}"[:100]  # type: ignore[union-attr]
+            issues = "; ".join(e.message for e in event.errors)
+            return f"{event.tool_name}: {event.error_type}: {issues}"[:100]
         case "tool_tier_failed":
-            return f"{event.tool_name}[{event.tier}]: {event.message}"[:100]  # type: ignore[union-attr]
+            return f"{event.tool_name}[{event.tier}]: {event.message}"[:100]
         case "tool_call_succeeded":
-            return f"{event.tool_name}[{event.tier}] ok"  # type: ignore[union-attr]
+            return f"{event.tool_name}[{event.tier}] ok"
         case "tool_result_reused":
-            return f"{event.tool_name}: reused, not executed again"  # type: ignore[union-attr]
+            return f"{event.tool_name}: reused, not executed again"
         case "run_completed":
-            return repr(event.output[:80])  # type: ignore[union-attr]
+            return repr(event.output[:80])
         case "run_failed":
-            return f"{event.error_type}: {event.message}"[:100]  # type: ignore[union-attr]
+            return f"{event.error_type}: {event.message}"[:100]
     return ""
 
 

@@ -11,9 +11,6 @@ from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from typing import Any, Literal
 
-import orjson
-from pydantic import JsonValue as _JsonValue
-
 from agentledger.events import (
     ConfirmationApproved,
     ConfirmationDenied,
@@ -39,6 +36,13 @@ from agentledger.events import (
 )
 
 from ._messages import AssistantMessage, Message, SystemMessage, ToolResultMessage, UserMessage
+from ._tool_results import (
+    tool_result_degraded,
+    tool_result_denied,
+    tool_result_error,
+    tool_result_ok,
+    tool_result_unknown_outcome,
+)
 
 RunStatus = Literal["new", "running", "paused", "completed", "failed", "cancelled"]
 ToolCallStatus = Literal[
@@ -48,11 +52,6 @@ ToolCallStatus = Literal[
     "approved",
     "resolved",  # a result for the model is recorded
 ]
-
-
-def tool_result_content(payload: dict[str, _JsonValue]) -> str:
-    """The JSON text a model receives as a tool result: compact, keys sorted, deterministic."""
-    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +112,12 @@ def _with(state: RunState, changes: dict[str, Any]) -> RunState:
     return new
 
 
-def _resolved(state: RunState, call_id: str, content: dict[str, _JsonValue]) -> dict[str, Any]:
-    """The changes that record the result of a call of the current turn."""
+def _resolved(state: RunState, call_id: str, content: str) -> dict[str, Any]:
+    """The changes that record the result (``content``, JSON) of a call of the current turn."""
     current = state.calls.get(call_id)
     if current is None or current.status == "resolved":
         return {}  # a result for a call not of this turn, or a second one: nothing to add
-    message = ToolResultMessage(
-        tool_call_id=call_id, tool_name=current.call.name, content=tool_result_content(content)
-    )
+    message = ToolResultMessage(tool_call_id=call_id, tool_name=current.call.name, content=content)
     return {
         "calls": {**state.calls, call_id: replace(current, status="resolved")},
         "messages": (*state.messages, message),
@@ -161,37 +158,19 @@ def _changes(state: RunState, event: Event) -> dict[str, Any]:
             }
         case ToolArgumentsRejected():
             return _resolved(
-                state,
-                event.call_id,
-                {
-                    "status": "error",
-                    "error_type": event.error_type,
-                    "errors": [
-                        {"loc": list(e.loc), "message": e.message, "kind": e.kind}
-                        for e in event.errors
-                    ],
-                    "hint": "Fix the arguments and call the tool again.",
-                },
+                state, event.call_id, tool_result_error(event.error_type, event.errors)
             )
         case ToolCallIntended():
             return _call_changed(
                 state, event.call_id, status="intended", span_id=event.span_id, intent=event
             )
         case ToolCallSucceeded() | ToolResultReused():
-            return _resolved(state, event.call_id, {"status": "ok", "result": event.result})
+            return _resolved(state, event.call_id, tool_result_ok(event.result))
         case ToolCallDegraded():
-            return _resolved(
-                state,
-                event.call_id,
-                {"status": "degraded", "message": event.message or "every tier failed"},
-            )
+            return _resolved(state, event.call_id, tool_result_degraded(event.tool_name))
         case ToolOutcomeUnknown():
-            message = event.message or (
-                "The action may or may not have happened; do not assume either."
-            )
-            return _resolved(
-                state, event.call_id, {"status": "unknown_outcome", "message": message}
-            )
+            content = tool_result_unknown_outcome(event.tool_name, event.message)
+            return _resolved(state, event.call_id, content)
         case ConfirmationRequested():
             return _call_changed(
                 state, event.call_id, status="awaiting_confirmation", span_id=event.span_id
@@ -199,8 +178,7 @@ def _changes(state: RunState, event: Event) -> dict[str, Any]:
         case ConfirmationApproved():
             return _call_changed(state, event.call_id, status="approved")
         case ConfirmationDenied():
-            reason = event.reason or "A person declined this call."
-            return _resolved(state, event.call_id, {"status": "denied", "reason": reason})
+            return _resolved(state, event.call_id, tool_result_denied(event.reason))
         case RunPaused():
             return {"status": "paused"}
         case RunResumed():

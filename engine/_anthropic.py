@@ -1,0 +1,213 @@
+"""An Anthropic messages API client (``POST {base_url}/v1/messages``) with tool use.
+
+The neutral conversation maps onto Anthropic's stricter shape: system messages go to the top-level
+``system`` parameter, tool calls become ``tool_use`` blocks, and every run of consecutive tool
+results becomes ONE user message of ``tool_result`` blocks, which is what the API requires after
+an assistant turn with parallel tool calls.
+
+Usage: ``input_tokens`` counts every prompt token, as OpenAI's ``prompt_tokens`` does, so it is
+Anthropic's ``input_tokens + cache_creation_input_tokens + cache_read_input_tokens``;
+``cached_input_tokens`` is ``cache_read_input_tokens``. Cache *writes* are thus counted as ordinary
+input tokens (Anthropic bills them at a premium over the base input price, which ``Usage`` has no
+field for).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, assert_never
+
+import httpx
+import orjson
+from pydantic import Field
+
+from agentledger.events import ToolCall, Usage
+from agentledger.projections._messages import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    ToolResultMessage,
+    UserMessage,
+)
+
+from ._http import HttpModel, StrictWire
+from ._model import ModelReply, ModelRequest, ToolSpec
+
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+def anthropic_tool_schema(spec: ToolSpec) -> dict[str, Any]:
+    """A tool in the messages API format: ``{"name", "description", "input_schema"}``."""
+    return {"name": spec.name, "description": spec.description, "input_schema": spec.parameters}
+
+
+def anthropic_messages(messages: Sequence[Message]) -> tuple[str | None, list[dict[str, Any]]]:
+    """The conversation as ``(system, messages)`` for the messages API.
+
+    Consecutive messages of one role are merged into one message (tool results after parallel
+    calls, or a user note after them), with ``tool_result`` blocks first as the API demands. Empty
+    text is dropped: the API rejects empty text blocks and messages without content.
+    """
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if isinstance(message, SystemMessage):
+            system.append(message.content)
+            continue
+        role, blocks = _blocks(message)
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    for turn in turns:
+        if turn["role"] == "user":
+            turn["content"].sort(key=lambda block: block["type"] != "tool_result")
+    return ("\n\n".join(system) if system else None), turns
+
+
+def _blocks(message: Message) -> tuple[str, list[dict[str, Any]]]:
+    match message:
+        case UserMessage():
+            return "user", _text_block(message.content)
+        case AssistantMessage():
+            return "assistant", _text_block(message.content) + [
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": _input(call)}
+                for call in message.tool_calls
+            ]
+        case ToolResultMessage():
+            return "user", [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": message.tool_call_id,
+                    "content": message.content,
+                }
+            ]
+        case SystemMessage():
+            raise AssertionError("system messages are collected, not turned into blocks")
+        case _:
+            assert_never(message)
+
+
+def _text_block(text: str) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": text}] if text else []
+
+
+def _input(call: ToolCall) -> dict[str, Any]:
+    """The parsed arguments object of a tool call, as a ``tool_use`` block's ``input``.
+
+    Arguments that are not a JSON object (a call another provider's model got wrong, rejected by
+    the engine) cannot be sent as ``input``; they travel wrapped so the model still sees them
+    next to the rejection it was told about.
+    """
+    try:
+        parsed = orjson.loads(call.arguments)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        return parsed
+    return {"_unparsed_arguments": call.arguments}
+
+
+class AnthropicModel(HttpModel):
+    """A Claude model behind the Anthropic messages API.
+
+    ``api_key`` defaults to ``$ANTHROPIC_API_KEY``; with neither, no ``x-api-key`` header is sent.
+    ``timeout`` applies to every request, also over a borrowed ``client``, which is never closed
+    by this object. ``extra_headers`` are sent last (e.g. ``anthropic-beta``).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        base_url: str = ANTHROPIC_BASE_URL,
+        client: httpx.AsyncClient | None = None,
+        anthropic_version: str = ANTHROPIC_VERSION,
+        extra_headers: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        super().__init__(model, client=client, timeout=timeout)
+        self._url = base_url.rstrip("/") + "/v1/messages"
+        key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
+        self._headers = (
+            ({"x-api-key": key} if key else {})
+            | {"anthropic-version": anthropic_version}
+            | dict(extra_headers or {})
+        )
+
+    def request_body(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON body ``complete`` sends for ``request``."""
+        system, messages = anthropic_messages(request.messages)
+        body: dict[str, Any] = {
+            "model": self._model,
+            "max_tokens": request.max_tokens,
+            "messages": messages,
+        }
+        if system is not None:
+            body["system"] = system
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.tools:
+            body["tools"] = [anthropic_tool_schema(spec) for spec in request.tools]
+        return body
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        """Send one messages request and parse its content blocks."""
+        response = await self._post_json(self._url, self._headers, self.request_body(request))
+        reply = self._parse(_Message, response)
+        usage = reply.usage
+        cache_writes = usage.cache_creation_input_tokens or 0
+        cache_reads = usage.cache_read_input_tokens or 0
+        return ModelReply(
+            # Anthropic splits one answer into several text blocks (e.g. around citations);
+            # they are meant to be read as one string.
+            text="".join(block.text for block in reply.content if isinstance(block, _Text)),
+            tool_calls=tuple(
+                ToolCall(id=block.id, name=block.name, arguments=orjson.dumps(block.input).decode())
+                for block in reply.content
+                if isinstance(block, _ToolUse)
+            ),
+            usage=Usage(
+                input_tokens=usage.input_tokens + cache_writes + cache_reads,
+                output_tokens=usage.output_tokens,
+                cached_input_tokens=cache_reads,
+            ),
+            finish_reason=reply.stop_reason,
+            model=reply.model,
+        )
+
+
+# The reply shape, as far as we read it. Only the block types this client can ask for are known;
+# any other (thinking, server tools) is a reply we could not faithfully pass back, so it fails.
+
+
+class _Text(StrictWire):
+    type: Literal["text"]
+    text: str
+
+
+class _ToolUse(StrictWire):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class _Usage(StrictWire):
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    cache_creation_input_tokens: int | None = Field(default=None, ge=0)
+    cache_read_input_tokens: int | None = Field(default=None, ge=0)
+
+
+class _Message(StrictWire):
+    type: Literal["message"]
+    model: str
+    content: list[Annotated[_Text | _ToolUse, Field(discriminator="type")]]
+    stop_reason: str | None = None
+    usage: _Usage

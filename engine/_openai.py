@@ -1,0 +1,186 @@
+"""An OpenAI-compatible chat completions client (``POST {base_url}/chat/completions``) with tools.
+
+Usage convention (shared with the Anthropic client): ``Usage.input_tokens`` counts every prompt
+token, cached ones included, and ``cached_input_tokens`` is the cached subset. That is OpenAI's own
+convention (``prompt_tokens`` includes ``prompt_tokens_details.cached_tokens``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, assert_never
+
+import httpx
+from pydantic import Field
+
+from agentledger.events import ToolCall, Usage
+from agentledger.projections._messages import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    ToolResultMessage,
+    UserMessage,
+)
+
+from ._http import HttpModel, StrictWire
+from ._model import ModelReply, ModelRequest, ToolSpec
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+def openai_tool_schema(spec: ToolSpec) -> dict[str, Any]:
+    """A tool in the chat completions format: ``{"type": "function", "function": {...}}``."""
+    return {
+        "type": "function",
+        "function": {
+            "name": spec.name,
+            "description": spec.description,
+            "parameters": spec.parameters,
+        },
+    }
+
+
+def openai_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The conversation as chat completions messages; tool results keep their ``tool_call_id``."""
+    return [_openai_message(message) for message in messages]
+
+
+def _openai_message(message: Message) -> dict[str, Any]:
+    match message:
+        case SystemMessage() | UserMessage():
+            return {"role": message.role, "content": message.content}
+        case AssistantMessage():
+            if not message.tool_calls:
+                return {"role": "assistant", "content": message.content}
+            return {
+                "role": "assistant",
+                # null, not "", when the turn is only tool calls: that is what the API returns.
+                "content": message.content or None,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments},
+                    }
+                    for call in message.tool_calls
+                ],
+            }
+        case ToolResultMessage():
+            return {
+                "role": "tool",
+                "tool_call_id": message.tool_call_id,
+                "content": message.content,
+            }
+        case _:
+            assert_never(message)
+
+
+class OpenAIChatModel(HttpModel):
+    """A chat model behind the OpenAI chat completions API, or any server that speaks it.
+
+    ``api_key`` defaults to ``$OPENAI_API_KEY``; with neither, no ``Authorization`` header is sent
+    (local servers). ``extra_body`` is merged last into every request body (``seed``,
+    ``reasoning_effort``...). ``max_tokens_field`` names the output limit: OpenAI's current
+    ``max_completion_tokens`` (required by its reasoning models), or ``max_tokens`` for servers
+    that only know the older name. ``timeout`` applies to every request, also over a borrowed
+    ``client``, which is never closed by this object.
+
+    A reply without ``usage`` (some compatible servers omit it) is recorded with zero tokens.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        base_url: str = OPENAI_BASE_URL,
+        client: httpx.AsyncClient | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+        extra_body: Mapping[str, Any] | None = None,
+        max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens",
+    ) -> None:
+        super().__init__(model, client=client, timeout=timeout)
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self._headers = ({"authorization": f"Bearer {key}"} if key else {}) | dict(
+            extra_headers or {}
+        )
+        self._extra_body = dict(extra_body or {})
+        self._max_tokens_field = max_tokens_field
+
+    def request_body(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON body ``complete`` sends for ``request``."""
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": openai_messages(request.messages),
+            self._max_tokens_field: request.max_tokens,
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.tools:  # the API rejects an empty "tools" array
+            body["tools"] = [openai_tool_schema(spec) for spec in request.tools]
+        return body | self._extra_body
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        """Send one chat completion request and parse the first choice."""
+        response = await self._post_json(self._url, self._headers, self.request_body(request))
+        reply = self._parse(_Completion, response)
+        choice = reply.choices[0]
+        usage = reply.usage or _Usage()
+        details = usage.prompt_tokens_details
+        return ModelReply(
+            text=choice.message.content or "",
+            tool_calls=tuple(
+                ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
+                for call in choice.message.tool_calls or ()
+            ),
+            usage=Usage(
+                input_tokens=usage.prompt_tokens,
+                output_tokens=usage.completion_tokens,
+                cached_input_tokens=(details.cached_tokens or 0) if details else 0,
+            ),
+            finish_reason=choice.finish_reason,
+            model=reply.model or self._model,
+        )
+
+
+# The reply shape, as far as we read it.
+
+
+class _Function(StrictWire):
+    name: str
+    arguments: str
+
+
+class _ToolCall(StrictWire):
+    id: str
+    type: Literal["function"] = "function"
+    function: _Function
+
+
+class _Message(StrictWire):
+    content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(StrictWire):
+    message: _Message
+    finish_reason: str | None = None
+
+
+class _PromptDetails(StrictWire):
+    cached_tokens: int | None = Field(default=None, ge=0)
+
+
+class _Usage(StrictWire):
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    prompt_tokens_details: _PromptDetails | None = None
+
+
+class _Completion(StrictWire):
+    model: str | None = None
+    choices: list[_Choice] = Field(min_length=1)
+    usage: _Usage | None = None

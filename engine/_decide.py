@@ -70,6 +70,11 @@ def decide(state: RunState, agent: Agent) -> Command:
     last = state.messages[-1] if state.messages else None
     if state.turn > 0 and last is not None and last.role == "assistant" and not state.calls:
         return Complete(state.last_answer)
+    # Each answered turn adds one assistant message. A turn without one was cut off before its
+    # model answered (a crash during a retry back-off): ask again rather than count it as spent.
+    answered = sum(1 for m in state.messages if m.role == "assistant")
+    if answered < state.turn:
+        return CallModel(state.turn)
     if state.turn >= agent.max_turns:
         return Fail("max_turns", f"no answer after {agent.max_turns} turns")
     return CallModel(state.turn + 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import TracebackType
@@ -70,9 +71,9 @@ class RunResult:
             turns=state.turn,
             flagged=state.flagged,
             error=state.error,
-            pending_confirmations=tuple(
-                i for i, c in state.calls.items() if c.status == "awaiting_confirmation"
-            ),
+            pending_confirmations=()
+            if state.is_terminal
+            else tuple(i for i, c in state.calls.items() if c.status == "awaiting_confirmation"),
         )
 
 
@@ -214,6 +215,7 @@ class Engine:
         event = ConfirmationApproved(
             run_id=run_id,
             span_id=self._call_span(driver, call_id),
+            parent_span_id=driver.state.turn_span_id,
             at=self.clock.now(),
             call_id=call_id,
             by=by,
@@ -228,6 +230,7 @@ class Engine:
         event = ConfirmationDenied(
             run_id=run_id,
             span_id=self._call_span(driver, call_id),
+            parent_span_id=driver.state.turn_span_id,
             at=self.clock.now(),
             call_id=call_id,
             by=by,
@@ -325,7 +328,8 @@ class Engine:
     async def _awaiting(self, run_id: str, call_id: str) -> RunDriver:
         state = await self.load(run_id)
         call = state.calls.get(call_id)
-        if call is None or call.status != "awaiting_confirmation":
+        # An ended run takes no more events, even for a call it left waiting.
+        if state.is_terminal or call is None or call.status != "awaiting_confirmation":
             raise EngineError(f"run {run_id!r} has no call {call_id!r} awaiting confirmation")
         return self._driver(None, state)
 
@@ -351,4 +355,6 @@ class Engine:
             listeners = self._listeners.get(event.event.run_id)
             if listeners and event.stream_id.startswith("run-"):
                 for send in listeners:
-                    send.send_nowait(event)
+                    # A reader that left its loop early does not stop the run.
+                    with suppress(anyio.BrokenResourceError):
+                        send.send_nowait(event)

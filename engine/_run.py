@@ -40,7 +40,7 @@ from ._decide import CallModel, Complete, Fail, Pause, RunTools, Stop, decide
 from ._errors import ModelError, ModelRateLimitedError, ModelTimeoutError
 from ._model import ModelReply, ModelRequest
 from ._ports import Clock, IdSource
-from ._tool_runner import ToolRunner
+from ._tool_runner import ToolRunner, ledger_append
 
 if TYPE_CHECKING:
     from agentledger.events import EventStore
@@ -137,22 +137,27 @@ class RunDriver:
 
     async def cancel(self, reason: str) -> None:
         """Record the cancellation; side effects left in flight are marked outcome-unknown."""
-        events: list[Event] = [
-            ToolOutcomeUnknown(
+        events: list[Event] = []
+        ledger: list[StreamAppend] = []
+        for call_id, call in self.state.calls.items():
+            if call.status != "intended":
+                continue
+            key = call.intent.idempotency_key if call.intent else None
+            unknown = ToolOutcomeUnknown(
                 run_id=self.state.run_id,
                 span_id=call.span_id or self.ids.new_id(),
                 parent_span_id=self.state.turn_span_id,
                 at=self.clock.now(),
                 call_id=call_id,
                 tool_name=call.call.name,
-                idempotency_key=call.intent.idempotency_key if call.intent else None,
+                idempotency_key=key,
                 message="The run was cancelled while this call was in flight.",
             )
-            for call_id, call in self.state.calls.items()
-            if call.status == "intended"
-        ]
+            events.append(unknown)
+            if key is not None:
+                ledger.append(ledger_append(self, key, unknown))
         events.append(RunCancelled(**self._meta(), reason=reason))
-        await self.append(events)
+        await self.append(events, *ledger)
 
     def _meta(self) -> _Meta:
         """The envelope fields of a run-level event (its span is the run's)."""

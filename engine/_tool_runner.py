@@ -113,7 +113,7 @@ class ToolRunner:
                 events.append(self._intent(driver, job))
             events.extend(job_events)
             if job.key is not None:
-                ledger.append(_ledger_append(driver, job.key, job_events[-1]))
+                ledger.append(ledger_append(driver, job.key, job_events[-1]))
         if events:
             await driver.append(events, *ledger)
 
@@ -202,8 +202,8 @@ class ToolRunner:
                         call_id=call_id,
                         tool_name=name,
                         idempotency_key=key,
-                        message="An earlier call with the same effect was interrupted; whether "
-                        "it happened is unknown. Do not assume either way.",
+                        message="Another call with the same effect is still in progress or was "
+                        "interrupted; whether it happened is unknown. Do not assume either way.",
                     )
                 )
             else:
@@ -295,7 +295,7 @@ class ToolRunner:
             )
         first.append(outcome)
         if key is not None:
-            ledger.append(_ledger_append(driver, key, outcome))
+            ledger.append(ledger_append(driver, key, outcome))
         return None
 
     async def _execute(
@@ -404,5 +404,6 @@ def _ms(start: datetime, end: datetime) -> float:
     return (end - start).total_seconds() * 1000
 
 
-def _ledger_append(driver: RunDriver, key: str, outcome: Event) -> StreamAppend:
+def ledger_append(driver: RunDriver, key: str, outcome: Event) -> StreamAppend:
+    """The append that records ``outcome`` in the ledger stream of ``key``."""
     return StreamAppend(key_stream(key), [NewEvent(outcome, driver.ids.new_id())])

@@ -162,6 +162,7 @@ class ModelCallResponded(EventBase):
     type: Literal["model_call_responded"] = "model_call_responded"
     call_id: str
     model: str
+    purpose: ModelPurpose = "agent"
     text: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str | None = None
@@ -372,7 +373,7 @@ class BudgetReleased(EventBase):
 
 
 class BudgetExceeded(EventBase):
-    """A model call was not made because it could have passed a cap."""
+    """A model call was not made because it could have passed a cap; this ends the run."""
 
     type: Literal["budget_exceeded"] = "budget_exceeded"
     scope: Literal["run", "user_day"]
@@ -411,11 +412,12 @@ class CriticVerdict(EventBase):
 
 
 class RevisionRequested(EventBase):
-    """A rejected answer goes back to the model with the issues found."""
+    """A rejected answer goes back to the model with the issues found, as ``message``."""
 
     type: Literal["revision_requested"] = "revision_requested"
     revision: int
     issues: tuple[str, ...]
+    message: str = ""
 
 
 Event = Annotated[
@@ -463,5 +465,7 @@ def _catalog() -> dict[str, type[EventBase]]:
 EVENT_TYPES: dict[str, type[EventBase]] = _catalog()
 """The catalog by wire tag: ``{"run_started": RunStarted, ...}``."""
 
-TERMINAL_EVENT_TYPES = frozenset({"run_completed", "run_failed", "run_cancelled"})
+TERMINAL_EVENT_TYPES = frozenset(
+    {"run_completed", "run_failed", "run_cancelled", "budget_exceeded"}
+)
 """Tags after which a run's stream takes no more events."""

@@ -12,12 +12,20 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from agentledger.events import (
+    BudgetExceeded,
+    BudgetReleased,
+    BudgetReserved,
+    BudgetSettled,
     ConfirmationApproved,
     ConfirmationDenied,
     ConfirmationRequested,
+    CriticVerdict,
     Event,
+    MemoryCompacted,
+    ModelCallRequested,
     ModelCallResponded,
     RecordedEvent,
+    RevisionRequested,
     RunCancelled,
     RunCompleted,
     RunFailed,
@@ -44,7 +52,9 @@ from ._tool_results import (
     tool_result_unknown_outcome,
 )
 
-RunStatus = Literal["new", "running", "paused", "completed", "failed", "cancelled"]
+RunStatus = Literal[
+    "new", "running", "paused", "completed", "failed", "cancelled", "budget_exceeded"
+]
 ToolCallStatus = Literal[
     "requested",  # the model asked for it; nothing recorded since
     "intended",  # a side effect's intent is recorded, its outcome is not: in doubt after a crash
@@ -76,6 +86,15 @@ class RunState:
     turn: int = 0
     turn_span_id: str | None = None
     messages: tuple[Message, ...] = ()
+    """The whole conversation, uncompacted; the memory view derives what is sent from it."""
+    message_versions: tuple[int, ...] = ()
+    """The stream version of the event each message of ``messages`` comes from."""
+    compactions: tuple[MemoryCompacted, ...] = ()
+    reported_input_tokens: int | None = None
+    """Input tokens the provider reported for the last agent call (``None`` after compaction)."""
+    reported_for: int = 0
+    """How many messages that report covers (the first ``reported_for`` of ``messages``)."""
+    requested_messages: int = 0
     calls: dict[str, ToolCallState] = field(default_factory=dict)
     """The current turn's tool calls by call id, in the order the model made them."""
     last_answer: str = ""
@@ -84,12 +103,27 @@ class RunState:
     flagged: bool = False
     usage: Usage = field(default_factory=Usage)
     cost_usd: Decimal = Decimal(0)
+    """What the run's model calls cost, from their replies."""
+    spent_usd: Decimal = Decimal(0)
+    """Settled budget: the sum of the run's ``BudgetSettled.actual_usd``."""
+    reservations: dict[str, BudgetReserved] = field(default_factory=dict)
+    """Budget reserved for model calls not settled or released yet, by reservation id."""
+    revision: int = 0
+    """Revisions the critic has asked for so far."""
+    critic_turn: int = 0
+    """The turn whose answer the critic judged last, and whether its last verdict accepted."""
+    critic_accepted: bool = False
     error: str | None = None
 
     @property
     def is_terminal(self) -> bool:
-        """Whether the run has ended (completed, failed or cancelled)."""
-        return self.status in ("completed", "failed", "cancelled")
+        """Whether the run has ended (completed, failed, cancelled or out of budget)."""
+        return self.status in ("completed", "failed", "cancelled", "budget_exceeded")
+
+    @property
+    def committed_usd(self) -> Decimal:
+        """Settled spend plus outstanding reservations: what the run cap is checked against."""
+        return self.spent_usd + sum((r.amount_usd for r in self.reservations.values()), Decimal(0))
 
 
 def _add_usage(a: Usage, b: Usage) -> Usage:
@@ -112,7 +146,7 @@ def _with(state: RunState, changes: dict[str, Any]) -> RunState:
     return new
 
 
-def _resolved(state: RunState, call_id: str, content: str) -> dict[str, Any]:
+def _resolved(state: RunState, version: int, call_id: str, content: str) -> dict[str, Any]:
     """The changes that record the result (``content``, JSON) of a call of the current turn."""
     current = state.calls.get(call_id)
     if current is None or current.status == "resolved":
@@ -121,6 +155,7 @@ def _resolved(state: RunState, call_id: str, content: str) -> dict[str, Any]:
     return {
         "calls": {**state.calls, call_id: replace(current, status="resolved")},
         "messages": (*state.messages, message),
+        "message_versions": (*state.message_versions, version),
     }
 
 
@@ -131,8 +166,8 @@ def _call_changed(state: RunState, call_id: str, **changes: Any) -> dict[str, An
     return {"calls": {**state.calls, call_id: replace(current, **changes)}}
 
 
-def _changes(state: RunState, event: Event) -> dict[str, Any]:
-    """What ``event`` changes in ``state``, as field values."""
+def _changes(state: RunState, event: Event, version: int) -> dict[str, Any]:
+    """What ``event`` (at stream ``version``) changes in ``state``, as field values."""
     match event:
         case RunStarted():
             messages: list[Message] = []
@@ -144,33 +179,69 @@ def _changes(state: RunState, event: Event) -> dict[str, Any]:
                 "status": "running",
                 "started": event,
                 "messages": tuple(messages),
+                "message_versions": (version,) * len(messages),
             }
         case TurnStarted():
             return {"turn": event.turn, "turn_span_id": event.span_id, "calls": {}}
+        case ModelCallRequested(purpose="agent"):
+            return {"requested_messages": event.message_count}
         case ModelCallResponded():
-            assistant = AssistantMessage(content=event.text, tool_calls=event.tool_calls)
-            return {
+            spend = {
                 "usage": _add_usage(state.usage, event.usage),
                 "cost_usd": state.cost_usd + event.cost_usd,
+            }
+            if event.purpose != "agent":
+                return spend  # a summary or a judgement is not part of the conversation
+            assistant = AssistantMessage(content=event.text, tool_calls=event.tool_calls)
+            return {
+                **spend,
                 "messages": (*state.messages, assistant),
+                "message_versions": (*state.message_versions, version),
                 "calls": {c.id: ToolCallState(call=c) for c in event.tool_calls},
                 "last_answer": event.text or state.last_answer,
+                "reported_input_tokens": event.usage.input_tokens or None,
+                "reported_for": state.requested_messages,
+            }
+        case BudgetReserved():
+            return {"reservations": {**state.reservations, event.reservation_id: event}}
+        case BudgetSettled():
+            if event.reservation_id not in state.reservations:
+                return {}
+            rest = {k: v for k, v in state.reservations.items() if k != event.reservation_id}
+            return {"reservations": rest, "spent_usd": state.spent_usd + event.actual_usd}
+        case BudgetReleased():
+            rest = {k: v for k, v in state.reservations.items() if k != event.reservation_id}
+            return {"reservations": rest}
+        case BudgetExceeded():
+            return {"status": "budget_exceeded", "output": state.last_answer or None}
+        case MemoryCompacted():
+            # What the provider reported no longer describes what will be sent.
+            return {"compactions": (*state.compactions, event), "reported_input_tokens": None}
+        case CriticVerdict():
+            return {"critic_turn": state.turn, "critic_accepted": event.accepted}
+        case RevisionRequested():
+            text = event.message or "Please revise your answer. Issues:\n" + "\n".join(
+                f"- {issue}" for issue in event.issues
+            )
+            return {
+                "revision": event.revision,
+                "messages": (*state.messages, UserMessage(content=text)),
+                "message_versions": (*state.message_versions, version),
             }
         case ToolArgumentsRejected():
-            return _resolved(
-                state, event.call_id, tool_result_error(event.error_type, event.errors)
-            )
+            content = tool_result_error(event.error_type, event.errors)
+            return _resolved(state, version, event.call_id, content)
         case ToolCallIntended():
             return _call_changed(
                 state, event.call_id, status="intended", span_id=event.span_id, intent=event
             )
         case ToolCallSucceeded() | ToolResultReused():
-            return _resolved(state, event.call_id, tool_result_ok(event.result))
+            return _resolved(state, version, event.call_id, tool_result_ok(event.result))
         case ToolCallDegraded():
-            return _resolved(state, event.call_id, tool_result_degraded(event.tool_name))
+            return _resolved(state, version, event.call_id, tool_result_degraded(event.tool_name))
         case ToolOutcomeUnknown():
             content = tool_result_unknown_outcome(event.tool_name, event.message)
-            return _resolved(state, event.call_id, content)
+            return _resolved(state, version, event.call_id, content)
         case ConfirmationRequested():
             return _call_changed(
                 state, event.call_id, status="awaiting_confirmation", span_id=event.span_id
@@ -178,7 +249,7 @@ def _changes(state: RunState, event: Event) -> dict[str, Any]:
         case ConfirmationApproved():
             return _call_changed(state, event.call_id, status="approved")
         case ConfirmationDenied():
-            return _resolved(state, event.call_id, tool_result_denied(event.reason))
+            return _resolved(state, version, event.call_id, tool_result_denied(event.reason))
         case RunPaused():
             return {"status": "paused"}
         case RunResumed():
@@ -199,7 +270,7 @@ class RunStateProjection:
         return RunState()
 
     def evolve(self, state: RunState, recorded: RecordedEvent) -> RunState:
-        changes = _changes(state, recorded.event)
+        changes = _changes(state, recorded.event, recorded.version)
         changes["version"] = recorded.version
         return _with(state, changes)
 

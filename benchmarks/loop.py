@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 from pydantic import BaseModel
 
-from agentledger.engine import Agent, Engine, ModelReply, ModelRequest, ToolContext, tool
+from agentledger.engine import Agent, Engine, ModelReply, ModelRequest, Price, ToolContext, tool
 from agentledger.engine.testing import call, reply
 from agentledger.events import SqliteEventStore
 
@@ -41,6 +41,7 @@ class InstantModel:
     """Answers at once: a tool call first, then the answer."""
 
     name = "instant"
+    price = Price.free()
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         if request.messages[-1].role == "tool":

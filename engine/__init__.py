@@ -7,8 +7,25 @@ Test doubles for agents (a scripted model, a fake clock, sequential ids) live in
 ``agentledger.engine.testing``.
 """
 
+from agentledger.projections._memory_view import MemoryPolicy
+
 from ._agent import DEGRADED_TOOL_INSTRUCTION, Agent, BreakerPolicy, RetryPolicy
 from ._anthropic import AnthropicModel, anthropic_tool_schema
+from ._budget import BudgetExceededReason, BudgetPolicy, Budgets, check_reservation, day_stream
+from ._critic import (
+    JUDGE_CHECK_NAME,
+    BannedPhrases,
+    Check,
+    Citations,
+    Critic,
+    CriticConfigError,
+    JsonSchema,
+    JudgeVerdict,
+    LLMJudge,
+    MaxLength,
+    RequiredKeywords,
+    UserCheck,
+)
 from ._engine import Engine, RunConflictError, RunNotFoundError, RunResult, Sink
 from ._errors import (
     EngineError,
@@ -19,10 +36,13 @@ from ._errors import (
     ModelResponseError,
     ModelServerError,
     ModelTimeoutError,
+    UnknownPriceError,
+    UnknownSurfaceError,
 )
 from ._model import Model, ModelReply, ModelRequest, ToolSpec
 from ._openai import OpenAIChatModel, openai_tool_schema
 from ._ports import Clock, IdSource, RandomIds, SystemClock
+from ._pricing import Price, TokenEstimator, approximate_tokens, lookup_price, max_input_tokens
 from ._sink import JsonLinesSink, event_line
 from ._tool_keys import canonical_arguments, idempotency_key
 from ._tool_validation import RejectedCall, ValidCall, validate_call
@@ -30,14 +50,28 @@ from ._tools import Reconciled, Tool, ToolContext, to_json_value, tool
 
 __all__ = [
     "DEGRADED_TOOL_INSTRUCTION",
+    "JUDGE_CHECK_NAME",
     "Agent",
     "AnthropicModel",
+    "BannedPhrases",
     "BreakerPolicy",
+    "BudgetExceededReason",
+    "BudgetPolicy",
+    "Budgets",
+    "Check",
+    "Citations",
     "Clock",
+    "Critic",
+    "CriticConfigError",
     "Engine",
     "EngineError",
     "IdSource",
     "JsonLinesSink",
+    "JsonSchema",
+    "JudgeVerdict",
+    "LLMJudge",
+    "MaxLength",
+    "MemoryPolicy",
     "Model",
     "ModelConnectionError",
     "ModelError",
@@ -49,23 +83,34 @@ __all__ = [
     "ModelServerError",
     "ModelTimeoutError",
     "OpenAIChatModel",
+    "Price",
     "RandomIds",
     "Reconciled",
     "RejectedCall",
+    "RequiredKeywords",
     "RetryPolicy",
     "RunConflictError",
     "RunNotFoundError",
     "RunResult",
     "Sink",
     "SystemClock",
+    "TokenEstimator",
     "Tool",
     "ToolContext",
     "ToolSpec",
+    "UnknownPriceError",
+    "UnknownSurfaceError",
+    "UserCheck",
     "ValidCall",
     "anthropic_tool_schema",
+    "approximate_tokens",
     "canonical_arguments",
+    "check_reservation",
+    "day_stream",
     "event_line",
     "idempotency_key",
+    "lookup_price",
+    "max_input_tokens",
     "openai_tool_schema",
     "to_json_value",
     "tool",

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
+from agentledger.projections._memory_view import MemoryPolicy
+
+from ._critic import Critic
 from ._model import Model, ToolSpec
+from ._pricing import Price, resolve_price
 from ._tools import Tool
 
 DEGRADED_TOOL_INSTRUCTION = (
@@ -75,6 +79,15 @@ class Agent:
     """Seconds one tier of a tool call may take, unless the tool sets its own ``timeout``."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    prices: Mapping[str, Price] = field(default_factory=dict)
+    """Prices by model name, overriding a model's own ``price`` and the bundled price table."""
+    memory: MemoryPolicy | None = None
+    """Bounded memory: compact old tool results past a token threshold (pattern 2)."""
+    summary_model: Model | None = None
+    """The model that writes memory summaries (default: ``model``)."""
+    critic: Critic | None = None
+    """Checks every answer before it is returned (pattern 6)."""
+    _price_table: dict[str, Price] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
@@ -83,6 +96,25 @@ class Agent:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"Agent {self.name!r} has several tools named {', '.join(dupes)}")
+        # Every model the agent may call is priced now: an unknown price is an error at build
+        # time, never a silent zero at run time.
+        models = [*self.models, self.summary_model or self.model]
+        if self.critic is not None and self.critic.judge is not None:
+            models.append(self.critic.judge.model)
+        table = {
+            m.name: resolve_price(
+                m.name,
+                overrides=self.prices,
+                model_price=getattr(m, "price", None),
+                provider=getattr(m, "provider", None),
+            )
+            for m in models
+        }
+        object.__setattr__(self, "_price_table", table)
+
+    def price_of(self, model: Model) -> Price:
+        """The price the agent charges ``model``'s calls at."""
+        return self._price_table[model.name]
 
     @property
     def models(self) -> tuple[Model, ...]:

@@ -11,7 +11,7 @@ from ._agent import Agent
 
 @dataclass(frozen=True, slots=True)
 class CallModel:
-    """Ask the model chain for turn ``turn``."""
+    """Ask the model chain for turn ``turn`` (compacting memory first if the policy says so)."""
 
     turn: int
 
@@ -31,10 +31,18 @@ class Pause:
 
 
 @dataclass(frozen=True, slots=True)
+class Critique:
+    """Have the agent's critic judge the answer of the current turn."""
+
+    answer: str
+
+
+@dataclass(frozen=True, slots=True)
 class Complete:
-    """The model answered without tool calls: that answer is the output."""
+    """The answer stands: end the run with it (``flagged`` if the critic never accepted it)."""
 
     output: str
+    flagged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +58,7 @@ class Stop:
     """Nothing to do: the run has ended or waits for something outside it."""
 
 
-Command = CallModel | RunTools | Pause | Complete | Fail | Stop
+Command = CallModel | RunTools | Pause | Critique | Complete | Fail | Stop
 
 
 def decide(state: RunState, agent: Agent) -> Command:
@@ -69,7 +77,12 @@ def decide(state: RunState, agent: Agent) -> Command:
         return Pause(waiting)
     last = state.messages[-1] if state.messages else None
     if state.turn > 0 and last is not None and last.role == "assistant" and not state.calls:
-        return Complete(state.last_answer)
+        if agent.critic is None:
+            return Complete(state.last_answer)
+        if state.critic_turn != state.turn:
+            return Critique(state.last_answer)
+        # Judged, and either accepted or out of revisions (a revision adds a user message).
+        return Complete(state.last_answer, flagged=not state.critic_accepted)
     # Each answered turn adds one assistant message. A turn without one was cut off before its
     # model answered (a crash during a retry back-off): ask again rather than count it as spent.
     answered = sum(1 for m in state.messages if m.role == "assistant")

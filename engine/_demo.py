@@ -8,10 +8,13 @@ same user asks twice: the second run reuses the recorded email instead of sendin
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from pydantic import BaseModel, Field
 
 from ._agent import Agent
 from ._model import ModelReply, ModelRequest
+from ._pricing import Price
 from ._tools import ToolContext, tool
 from .testing import call, reply
 
@@ -51,6 +54,7 @@ class DemoModel:
     """A scripted travel assistant; it decides from the conversation, like a real model."""
 
     name = "demo-model"
+    price = Price(input_per_mtok=Decimal("0.15"), output_per_mtok=Decimal("0.60"))
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         results = [m for m in request.messages if m.role == "tool"]

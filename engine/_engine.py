@@ -28,9 +28,11 @@ from agentledger.events import (
 from agentledger.projections._run_state import RunState, RunStatus, fold_run
 
 from ._agent import Agent
+from ._budget import Budgets
 from ._errors import EngineError
+from ._model_call import LedgerCache
 from ._ports import Clock, IdSource, RandomIds, SystemClock
-from ._run import RunDriver, run_stream
+from ._run import EngineServices, RunDriver, run_stream
 from ._tool_runner import ToolHealthBook, ToolRunner
 
 Sink = Callable[[RecordedEvent], None]
@@ -89,7 +91,9 @@ class Engine:
 
     ``agents`` are the agents this engine can resume by name (``run`` registers its agent too).
     ``clock`` and ``ids`` are the ports for time and identity; ``sink`` sees every appended
-    event. Many runs may go on at once in one engine, from many tasks.
+    event; ``budgets`` sets the spending caps per surface (pattern 5; without it nothing is
+    capped, though every call's cost is still recorded). Many runs may go on at once in one
+    engine, from many tasks.
     """
 
     def __init__(
@@ -100,13 +104,24 @@ class Engine:
         clock: Clock | None = None,
         ids: IdSource | None = None,
         sink: Sink | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.ids: IdSource = ids or RandomIds()
+        self.budgets = budgets
         self._sink = sink
         self._agents = {a.name: a for a in agents}
         self._tools = ToolRunner(ToolHealthBook())
+        self._services = EngineServices(
+            store=store,
+            clock=self.clock,
+            ids=self.ids,
+            tools=self._tools,
+            ledgers=LedgerCache(),
+            budgets=budgets,
+            publish=self._publish,
+        )
         self._active: dict[str, _Active] = {}
         self._listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent]]] = defaultdict(list)
         self._task_group: TaskGroup | None = None
@@ -204,9 +219,14 @@ class Engine:
         if state.status == "paused" and awaiting:
             return RunResult.of(state)
         reason = "confirmed" if state.status == "paused" else "interrupted"
-        await self._append_or_conflict(
-            driver, RunResumed(run_id=run_id, span_id=run_id, at=self.clock.now(), reason=reason)
-        )
+        released, ledger = driver.settle_leftovers("the run was interrupted before the reply")
+        resumed = RunResumed(run_id=run_id, span_id=run_id, at=self.clock.now(), reason=reason)
+        try:
+            await driver.append([*released, resumed], *ledger)
+        except ConcurrencyError as exc:
+            raise RunConflictError(
+                f"run {run_id!r} changed meanwhile; load it and try again"
+            ) from exc
         return await self._drive(driver)
 
     async def approve(self, run_id: str, call_id: str, *, by: str | None = None) -> None:
@@ -263,20 +283,14 @@ class Engine:
     # -- internals -------------------------------------------------------------------------
 
     def _driver(self, agent: Agent | None, state: RunState) -> RunDriver:
-        return RunDriver(
-            store=self.store,
-            agent=agent,
-            state=state,
-            clock=self.clock,
-            ids=self.ids,
-            tools=self._tools,
-            publish=self._publish,
-        )
+        return RunDriver(self._services, agent, state)
 
     async def _start(
         self, agent: Agent, task: str, *, user_id: str, surface: str, run_id: str | None
     ) -> RunDriver:
         self.register(agent)
+        if self.budgets is not None:
+            self.budgets.policy(surface)  # an unknown surface fails before the run exists
         run_id = run_id or self.ids.new_id()
         driver = self._driver(agent, RunState(run_id=run_id))
         started = RunStarted(
@@ -338,7 +352,7 @@ class Engine:
         return driver.state.calls[call_id].span_id or driver.state.run_id
 
     async def _append_or_conflict(
-        self, driver: RunDriver, event: RunResumed | ConfirmationApproved | ConfirmationDenied
+        self, driver: RunDriver, event: ConfirmationApproved | ConfirmationDenied
     ) -> None:
         try:
             await driver.append([event])

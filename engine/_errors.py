@@ -61,3 +61,21 @@ class ModelResponseError(ModelError):
 
 class ModelRequestError(ModelError):
     """Raised on a 4xx other than 429: the request itself is wrong; retrying cannot help."""
+
+
+class UnknownPriceError(EngineError):
+    """Raised when a model has no known price: no override, no declared price, not in the table."""
+
+    def __init__(self, model: str, message: str) -> None:
+        self.model = model
+        super().__init__(message)
+
+
+class UnknownSurfaceError(EngineError):
+    """Raised when a run names a surface that has no budget policy and there is no default."""
+
+    def __init__(self, surface: str, known: tuple[str, ...]) -> None:
+        self.surface = surface
+        self.known = known
+        names = ", ".join(repr(name) for name in known) or "none"
+        super().__init__(f"no budget policy for surface {surface!r} (configured: {names})")

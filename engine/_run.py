@@ -7,23 +7,20 @@ expected version, so two processes driving one run cannot both write: the second
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, TypedDict
-
-import anyio
-from pydantic import TypeAdapter
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TypedDict
 
 from agentledger.events import (
+    CheckResult,
+    CriticVerdict,
     Event,
-    ModelCallFailed,
-    ModelCallRequested,
-    ModelCallResponded,
-    ModelCallRetried,
-    ModelFellBack,
+    EventStore,
+    MemoryCompacted,
     NewEvent,
     RecordedEvent,
+    RevisionRequested,
     RunCancelled,
     RunCompleted,
     RunFailed,
@@ -32,20 +29,37 @@ from agentledger.events import (
     ToolOutcomeUnknown,
     TurnStarted,
 )
-from agentledger.projections._messages import Message
+from agentledger.projections._memory_view import (
+    memory_view,
+    plan_compaction,
+    summary_fields,
+    truncation_fallback,
+)
+from agentledger.projections._messages import Message, SystemMessage, UserMessage
 from agentledger.projections._run_state import RunState, RunStateProjection
 
 from ._agent import Agent
-from ._decide import CallModel, Complete, Fail, Pause, RunTools, Stop, decide
-from ._errors import ModelError, ModelRateLimitedError, ModelTimeoutError
-from ._model import ModelReply, ModelRequest
+from ._budget import BudgetPolicy, Budgets
+from ._critic import JUDGE_CHECK_NAME
+from ._decide import CallModel, Complete, Critique, Fail, Pause, RunTools, Stop, decide
+from ._model import ModelRequest
+from ._model_call import LedgerCache, call_model, ledger_append, release
 from ._ports import Clock, IdSource
-from ._tool_runner import ToolRunner, ledger_append
+from ._tool_runner import ToolRunner
+from ._tool_runner import ledger_append as key_ledger_append
 
-if TYPE_CHECKING:
-    from agentledger.events import EventStore
+_PROJECTION = RunStateProjection()
 
-_MESSAGES = TypeAdapter(list[Message])
+SUMMARY_INSTRUCTIONS = (
+    "You compress tool results for an agent's memory. Summarise the results below: keep every "
+    "fact, number, name and identifier the agent may still need; drop repetition and "
+    "formatting. Answer with the summary only."
+)
+
+
+def run_stream(run_id: str) -> str:
+    """The stream id of a run."""
+    return f"run-{run_id}"
 
 
 class _Meta(TypedDict):
@@ -54,35 +68,39 @@ class _Meta(TypedDict):
     at: datetime
 
 
-_PROJECTION = RunStateProjection()
+class SpanFields(TypedDict):
+    """The envelope fields of an event in a span of a run."""
+
+    run_id: str
+    span_id: str
+    parent_span_id: str | None
+    at: datetime
 
 
-def run_stream(run_id: str) -> str:
-    """The stream id of a run."""
-    return f"run-{run_id}"
+@dataclass(frozen=True, slots=True)
+class EngineServices:
+    """What every run of an engine shares: the store, the ports and the policies."""
+
+    store: EventStore
+    clock: Clock
+    ids: IdSource
+    tools: ToolRunner
+    ledgers: LedgerCache
+    budgets: Budgets | None
+    publish: Callable[[Sequence[RecordedEvent]], None]
 
 
 class RunDriver:
     """Drives one run to its end or its next pause. Not shared between tasks."""
 
-    def __init__(
-        self,
-        *,
-        store: EventStore,
-        agent: Agent | None,
-        state: RunState,
-        clock: Clock,
-        ids: IdSource,
-        tools: ToolRunner,
-        publish: Callable[[Sequence[RecordedEvent]], None],
-    ) -> None:
-        self.store = store
+    def __init__(self, services: EngineServices, agent: Agent | None, state: RunState) -> None:
+        self.services = services
+        self.store = services.store
+        self.clock = services.clock
+        self.ids = services.ids
+        self.ledgers = services.ledgers
         self._agent = agent
         self.state = state
-        self.clock = clock
-        self.ids = ids
-        self.tools = tools
-        self._publish = publish
 
     @property
     def agent(self) -> Agent:
@@ -91,6 +109,22 @@ class RunDriver:
             raise RuntimeError("this run driver only records events; it has no agent")
         return self._agent
 
+    @property
+    def budget_policy(self) -> BudgetPolicy | None:
+        """The run's caps, or ``None`` when its surface has none (then nothing is reserved)."""
+        budgets, started = self.services.budgets, self.state.started
+        if budgets is None or started is None:
+            return None
+        policy = budgets.policy(started.surface)
+        if policy.per_run_usd is None and policy.per_user_day_usd is None:
+            return None
+        return policy
+
+    def budgets_day(self, at: datetime) -> date:
+        """The budget day ``at`` falls in (the configured time zone's calendar)."""
+        assert self.services.budgets is not None
+        return self.services.budgets.day(at)
+
     async def append(self, events: Sequence[Event], *others: StreamAppend) -> None:
         """Append events to the run (and other streams, atomically) and fold them in."""
         run = StreamAppend(
@@ -98,34 +132,36 @@ class RunDriver:
             [NewEvent(e, self.ids.new_id()) for e in events],
             expected_version=self.state.version,
         )
-        recorded = await self.store.append(run, *others)
+        recorded = await self.store.append(run, *_merged(others))
         state = self.state
         for r in recorded:
             if r.stream_id == run.stream_id:
                 state = _PROJECTION.evolve(state, r)
         self.state = state
-        self._publish(recorded)
+        self.services.publish(recorded)
 
     async def drive(self) -> RunState:
         """Perform steps until ``decide`` says stop; return the final state."""
         while True:
-            command = decide(self.state, self.agent)
-            match command:
+            match decide(self.state, self.agent):
                 case Stop():
                     return self.state
                 case CallModel(turn=turn):
-                    await self._call_model(turn)
+                    await self._turn(turn)
                 case RunTools(calls=calls):
-                    await self.tools.run(self, calls)
+                    await self.services.tools.run(self, calls)
                 case Pause(call_ids=call_ids):
                     paused = RunPaused(
                         **self._meta(), reason="awaiting confirmation", call_ids=call_ids
                     )
                     await self.append([paused])
-                case Complete(output=output):
+                case Critique(answer=answer):
+                    await self._critique(answer)
+                case Complete(output=output, flagged=flagged):
                     completed = RunCompleted(
                         **self._meta(),
                         output=output,
+                        flagged=flagged,
                         turns=self.state.turn,
                         usage=self.state.usage,
                         cost_usd=self.state.cost_usd,
@@ -135,10 +171,21 @@ class RunDriver:
                     failed = RunFailed(**self._meta(), error_type=error_type, message=message)
                     await self.append([failed])
 
-    async def cancel(self, reason: str) -> None:
-        """Record the cancellation; side effects left in flight are marked outcome-unknown."""
+    def settle_leftovers(self, reason: str) -> tuple[list[Event], list[StreamAppend]]:
+        """Events that close what an interrupted run left open: reservations are released (the
+        call will be made again, or never), so no budget leaks."""
         events: list[Event] = []
         ledger: list[StreamAppend] = []
+        for reservation in self.state.reservations.values():
+            released = release(self, reservation, reason, self.state.turn_span_id)
+            events.append(released)
+            ledger.append(ledger_append(self, reservation, released))
+        return events, ledger
+
+    async def cancel(self, reason: str) -> None:
+        """Record the cancellation: side effects left in flight are marked outcome-unknown and
+        reservations are released."""
+        events, ledger = self.settle_leftovers("the run was cancelled")
         for call_id, call in self.state.calls.items():
             if call.status != "intended":
                 continue
@@ -155,7 +202,7 @@ class RunDriver:
             )
             events.append(unknown)
             if key is not None:
-                ledger.append(ledger_append(self, key, unknown))
+                ledger.append(key_ledger_append(self, key, unknown))
         events.append(RunCancelled(**self._meta(), reason=reason))
         await self.append(events, *ledger)
 
@@ -163,7 +210,16 @@ class RunDriver:
         """The envelope fields of a run-level event (its span is the run's)."""
         return {"run_id": self.state.run_id, "span_id": self.state.run_id, "at": self.clock.now()}
 
-    async def _call_model(self, turn: int) -> None:
+    def in_span(self, span_id: str, parent: str | None) -> SpanFields:
+        """The envelope fields of an event of span ``span_id`` (child of ``parent``), now."""
+        return {
+            "run_id": self.state.run_id,
+            "span_id": span_id,
+            "parent_span_id": parent,
+            "at": self.clock.now(),
+        }
+
+    async def _turn(self, turn: int) -> None:
         agent = self.agent
         run_id = self.state.run_id
         turn_span = self.ids.new_id()
@@ -176,129 +232,181 @@ class RunDriver:
                 turn=turn,
             )
         ]
+        messages: Sequence[Message] = self.state.messages
+        if agent.memory is not None:
+            compacted = await self._compact(turn_span, pending)
+            if compacted is None:
+                return  # the run ended
+            pending = compacted
+            state = self.state
+            messages = memory_view(state.messages, state.message_versions, state.compactions)
         request = ModelRequest(
-            messages=self.state.messages,
-            tools=agent.tool_specs,
-            max_tokens=agent.max_tokens,
+            messages=messages, tools=agent.tool_specs, max_tokens=agent.max_tokens
         )
-        digest = _request_digest(request)
-        models = agent.models
-        for index, model in enumerate(models):
-            attempt = 0
-            while True:
-                attempt += 1
-                call_id = self.ids.new_id()
-                started = self.clock.now()
-                pending.append(
-                    ModelCallRequested(
-                        run_id=run_id,
-                        span_id=call_id,
-                        parent_span_id=turn_span,
-                        at=started,
-                        call_id=call_id,
-                        model=model.name,
-                        attempt=attempt,
-                        max_tokens=agent.max_tokens,
-                        message_count=len(request.messages),
-                        request_digest=digest,
-                    )
-                )
-                try:
-                    with anyio.fail_after(agent.model_timeout):
-                        reply = await model.complete(request)
-                except TimeoutError:
-                    error: ModelError = ModelTimeoutError(
-                        model.name, f"no reply within {agent.model_timeout}s"
-                    )
-                except ModelError as exc:
-                    error = exc
-                else:
-                    pending.append(self._responded(reply, model.name, call_id, turn_span, started))
-                    await self.append(pending)
-                    return
-                retry_after = (
-                    error.retry_after if isinstance(error, ModelRateLimitedError) else None
-                )
-                ended = self.clock.now()
-                pending.append(
-                    ModelCallFailed(
-                        run_id=run_id,
-                        span_id=call_id,
-                        parent_span_id=turn_span,
-                        at=ended,
-                        call_id=call_id,
-                        model=model.name,
-                        attempt=attempt,
-                        error_type=type(error).__name__,
-                        message=str(error),
-                        status_code=error.status_code,
-                        retry_after_s=retry_after,
-                        duration_ms=(ended - started).total_seconds() * 1000,
-                    )
-                )
-                delay = agent.retry.delay(attempt, retry_after) if error.retryable else None
-                if delay is None:
-                    break
-                pending.append(
-                    ModelCallRetried(
-                        run_id=run_id,
-                        span_id=call_id,
-                        parent_span_id=turn_span,
-                        at=self.clock.now(),
-                        call_id=call_id,
-                        model=model.name,
-                        attempt=attempt + 1,
-                        delay_s=delay,
-                    )
-                )
-                # Failures are written as they happen, so a watcher sees a slow retry live.
-                await self.append(pending)
-                pending = []
-                await self.clock.sleep(delay)
-            if index + 1 < len(models):
-                pending.append(
-                    ModelFellBack(
-                        run_id=run_id,
-                        span_id=turn_span,
-                        parent_span_id=run_id,
-                        at=self.clock.now(),
-                        call_id=call_id,
-                        from_model=model.name,
-                        to_model=models[index + 1].name,
-                        reason=type(error).__name__,
-                    )
-                )
-        pending.append(
-            RunFailed(
+        outcome = await call_model(
+            self,
+            purpose="agent",
+            request=request,
+            models=agent.models,
+            parent_span=turn_span,
+            pending=pending,
+        )
+        if outcome is not None:
+            await self.append(outcome.events, *outcome.ledger)
+
+    async def _compact(self, turn_span: str, pending: list[Event]) -> list[Event] | None:
+        """Compact old tool results if the memory policy says so (pattern 2).
+
+        Returns the events still to append, or ``None`` if the run ended (the context cannot
+        fit, or the summary call passed the budget).
+        """
+        policy = self.agent.memory
+        assert policy is not None
+        state = self.state
+        plan = plan_compaction(
+            state.messages,
+            state.message_versions,
+            state.compactions,
+            policy,
+            reported_input_tokens=state.reported_input_tokens,
+            reported_for=state.reported_for,
+        )
+        if plan is None:
+            return pending
+        if not plan.fits:
+            failed = RunFailed(
                 **self._meta(),
-                error_type="models_unavailable",
-                message=f"every model failed; last error: {error}",
+                error_type="context_exhausted",
+                message=f"the conversation needs {plan.tokens_after} tokens even with every old "
+                f"tool result compacted; the memory ceiling is {policy.max_tokens}",
             )
+            await self.append([*pending, failed])
+            return None
+        request = ModelRequest(
+            messages=[
+                SystemMessage(content=SUMMARY_INSTRUCTIONS),
+                UserMessage(content=plan.text_to_summarise),
+            ],
+            max_tokens=policy.summary_max_tokens,
         )
-        await self.append(pending)
-
-    def _responded(
-        self, reply: ModelReply, model: str, call_id: str, turn_span: str, started: datetime
-    ) -> ModelCallResponded:
-        now = self.clock.now()
-        return ModelCallResponded(
+        outcome = await call_model(
+            self,
+            purpose="summary",
+            request=request,
+            models=(self.agent.summary_model or self.agent.model,),
+            parent_span=turn_span,
+            pending=pending,
+            fail_run=False,
+        )
+        if self.state.is_terminal:
+            return None  # the budget could not cover the summary
+        events: list[Event] = []
+        ledger: list[StreamAppend] = []
+        if outcome is not None:
+            events, ledger = outcome.events, outcome.ledger
+        if outcome is not None and outcome.reply.text.strip():
+            fields = summary_fields(plan, outcome.reply.text)
+        else:
+            # The summariser failed: a marked truncation keeps the run going within the ceiling.
+            fields = truncation_fallback(plan)
+        compacted = MemoryCompacted(
             run_id=self.state.run_id,
-            span_id=call_id,
+            span_id=self.ids.new_id(),
             parent_span_id=turn_span,
-            at=now,
-            call_id=call_id,
-            model=reply.model or model,
-            text=reply.text,
-            tool_calls=reply.tool_calls,
-            finish_reason=reply.finish_reason,
-            usage=reply.usage,
-            duration_ms=(now - started).total_seconds() * 1000,
+            at=self.clock.now(),
+            **fields,
         )
+        await self.append([*events, compacted], *ledger)
+        return []
+
+    async def _critique(self, answer: str) -> None:
+        """Judge the current answer: code checks first, the LLM judge only if they pass."""
+        critic = self.agent.critic
+        assert critic is not None
+        state = self.state
+        parent = state.turn_span_id
+        results = critic.evaluate(answer)
+        accepted = critic.accepted(results)
+        issues = critic.issues(results)
+        events: list[Event] = [
+            CriticVerdict(
+                **self.in_span(self.ids.new_id(), parent),
+                agent=self.agent.name,
+                accepted=accepted,
+                method="deterministic",
+                checks=results,
+                revision=state.revision,
+            )
+        ]
+        ledger: list[StreamAppend] = []
+        actionable = True
+        if critic.judge is not None and critic.wants_judge(results):
+            assert state.started is not None
+            judge = critic.judge
+            outcome = await call_model(
+                self,
+                purpose="judge",
+                request=judge.request(state.started.task, answer),
+                models=(judge.model,),
+                parent_span=state.turn_span_id or state.run_id,
+                pending=events,
+                fail_run=False,
+            )
+            if self.state.is_terminal:
+                return  # the budget could not cover the judge
+            verdict = judge.parse(outcome.reply) if outcome is not None else None
+            accepted = verdict is not None and verdict.accepted
+            # A judge that failed or answered nonsense rejects (fail closed), but its complaint
+            # is about itself, not the answer, so it is not sent back for revision.
+            actionable = verdict is not None and not verdict.judge_failed
+            issues = verdict.issues if verdict is not None else ()
+            check = (
+                verdict.check_result()
+                if verdict is not None
+                else critic_failure("the judge model could not be reached")
+            )
+            events = [] if outcome is None else outcome.events
+            ledger = [] if outcome is None else outcome.ledger
+            events.append(
+                CriticVerdict(
+                    **self.in_span(self.ids.new_id(), parent),
+                    agent=self.agent.name,
+                    accepted=accepted,
+                    method="llm",
+                    checks=(check,),
+                    revision=state.revision,
+                )
+            )
+        if not accepted and actionable and issues and critic.may_revise(state.revision):
+            events.append(
+                RevisionRequested(
+                    **self.in_span(self.ids.new_id(), parent),
+                    revision=state.revision + 1,
+                    issues=issues,
+                    message=critic.revision_message(issues),
+                )
+            )
+        await self.append(events, *ledger)
 
 
-def _request_digest(request: ModelRequest) -> str:
-    """A fingerprint of what a model is sent, so replay can tell when a request changed."""
-    body = _MESSAGES.dump_json(list(request.messages))
-    tools = ",".join(sorted(t.name for t in request.tools)).encode()
-    limit = str(request.max_tokens).encode()
-    return hashlib.sha256(body + b"\0" + tools + b"\0" + limit).hexdigest()[:32]
+def critic_failure(issue: str) -> CheckResult:
+    """The judge's check when no verdict could be had at all."""
+    return CheckResult(name=JUDGE_CHECK_NAME, passed=False, issue=issue)
+
+
+def _merged(appends: Sequence[StreamAppend]) -> list[StreamAppend]:
+    """One append per stream: several outcomes may go to one ledger stream in one write."""
+    by_stream: dict[str, StreamAppend] = {}
+    for append in appends:
+        known = by_stream.get(append.stream_id)
+        if known is None:
+            by_stream[append.stream_id] = append
+        else:
+            by_stream[append.stream_id] = StreamAppend(
+                append.stream_id,
+                [*known.events, *append.events],
+                known.expected_version
+                if known.expected_version is not None
+                else append.expected_version,
+            )
+    return list(by_stream.values())

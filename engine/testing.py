@@ -26,6 +26,7 @@ import orjson
 from agentledger.events import ToolCall, Usage
 
 from ._model import ModelReply, ModelRequest
+from ._pricing import Price
 
 
 class FakeClock:
@@ -107,12 +108,17 @@ class ScriptedModel:
 
     ``script`` is either a list of replies (an exception in the list is raised instead, e.g. a
     ``ModelRateLimitedError`` to test retries), used in order, or a function of the request.
+    Its calls cost nothing unless a ``price`` is given (to test budgets).
     Every request is kept in ``requests`` for assertions. Running out of replies raises
     ``AssertionError``: the test expected fewer calls than the engine made.
     """
 
-    def __init__(self, script: Script, *, name: str = "scripted") -> None:
+    def __init__(
+        self, script: Script, *, name: str = "scripted", price: Price | None = None
+    ) -> None:
         self._name = name
+        self.price = price or Price.free()
+        """What the agent charges this model's calls at (free unless given)."""
         self._function = script if callable(script) else None
         self._replies: Iterator[ModelReply | BaseException] = iter(
             () if callable(script) else list(script)

@@ -398,6 +398,8 @@ class MemoryCompacted(EventBase):
     method: Literal["summary", "truncation"] = "summary"
     tokens_before: int = 0
     tokens_after: int = 0
+    kept_chars: int = 0
+    """For ``truncation``: how many leading characters of each replaced result stay in view."""
 
 
 class CriticVerdict(EventBase):

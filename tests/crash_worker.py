@@ -22,6 +22,7 @@ from agentledger.engine import (
     Engine,
     ModelReply,
     ModelRequest,
+    Price,
     Reconciled,
     RunNotFoundError,
     ToolContext,
@@ -93,6 +94,7 @@ def script(request: ModelRequest) -> ModelReply:
 
 class ScriptModel:
     name = "scripted"
+    price = Price.free()
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         return script(request)

@@ -12,6 +12,7 @@ from agentledger.engine import (
     EngineError,
     ModelReply,
     ModelRequest,
+    Price,
     RunConflictError,
     RunResult,
     ToolContext,
@@ -216,6 +217,7 @@ class HangingModel:
     """A provider that accepts the request and never answers."""
 
     name = "hanging"
+    price = Price.free()
 
     def __init__(self) -> None:
         self.called = anyio.Event()

@@ -16,6 +16,7 @@ from agentledger.engine import (
     ModelRequest,
     ModelRequestError,
     ModelServerError,
+    Price,
     RetryPolicy,
 )
 from agentledger.engine.testing import FakeClock, ScriptedModel, SequentialIds, reply
@@ -38,6 +39,7 @@ class HangingModel:
     """A provider that accepts the request and never answers."""
 
     name = "hanging"
+    price = Price.free()
 
     def __init__(self) -> None:
         self.calls = 0

@@ -5,6 +5,8 @@ The catalog (``Event`` and its classes) is the wire contract of the whole engine
 ``PostgresEventStore`` (many processes and hosts; needs the ``postgres`` extra).
 """
 
+from typing import TYPE_CHECKING
+
 from ._catalog import (
     EVENT_TYPES,
     TERMINAL_EVENT_TYPES,
@@ -53,6 +55,7 @@ from ._errors import (
     ConcurrencyError,
     DecodeError,
     DuplicateEventError,
+    EncodeError,
     EventStoreError,
     SchemaVersionError,
     StorageFullError,
@@ -61,8 +64,22 @@ from ._errors import (
     UnknownEventTypeError,
 )
 from ._memory import MemoryEventStore
+from ._sqlite import SqliteEventStore
 from ._store import Checkpoint, EventStore
 from ._time import Clock, utc_now
+
+if TYPE_CHECKING:
+    from ._postgres import PostgresEventStore
+
+
+def __getattr__(name: str) -> object:
+    # asyncpg is the optional ``postgres`` extra: it is imported only when this store is asked for.
+    if name == "PostgresEventStore":
+        from ._postgres import PostgresEventStore
+
+        return PostgresEventStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EVENT_TYPES",
@@ -81,6 +98,7 @@ __all__ = [
     "CriticVerdict",
     "DecodeError",
     "DuplicateEventError",
+    "EncodeError",
     "Event",
     "EventBase",
     "EventCodec",
@@ -96,6 +114,7 @@ __all__ = [
     "ModelFellBack",
     "ModelPurpose",
     "NewEvent",
+    "PostgresEventStore",
     "RecordedEvent",
     "RevisionRequested",
     "RunCancelled",
@@ -105,6 +124,7 @@ __all__ = [
     "RunResumed",
     "RunStarted",
     "SchemaVersionError",
+    "SqliteEventStore",
     "StorageFullError",
     "StoreClosedError",
     "StoreUnavailableError",

@@ -10,7 +10,7 @@ import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ._catalog import EVENT_TYPES, Event, EventBase
-from ._errors import DecodeError, SchemaVersionError, UnknownEventTypeError
+from ._errors import DecodeError, EncodeError, SchemaVersionError, UnknownEventTypeError
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns the JSON object of an event at schema version ``n`` into the object at ``n + 1``."""
@@ -53,8 +53,11 @@ class EventCodec:
 
     @staticmethod
     def encode(event: EventBase) -> bytes:
-        """The event's JSON bytes, as stored."""
-        return orjson.dumps(event.__dict__, default=_default)
+        """The event's JSON bytes, as stored; ``EncodeError`` if a value has no exact JSON form."""
+        try:
+            return orjson.dumps(event.__dict__, default=_default)
+        except orjson.JSONEncodeError as exc:
+            raise EncodeError(f"cannot encode a {event.__class__.__name__}: {exc}") from exc
 
     @staticmethod
     def schema_version(event_type: str) -> int:
@@ -68,6 +71,23 @@ class EventCodec:
         cls = EVENT_TYPES.get(event_type)
         if cls is None:
             raise UnknownEventTypeError(stream_id, version, event_type)
+        event = self._decode_known(cls, event_type, schema_version, data, stream_id, version)
+        if event.type != event_type:
+            # A row whose type column and data disagree is corrupt; never guess which is right.
+            raise DecodeError(
+                stream_id, version, f"stored as {event_type!r}, data is {event.type!r}"
+            )
+        return event
+
+    def _decode_known(
+        self,
+        cls: type[EventBase],
+        event_type: str,
+        schema_version: int,
+        data: bytes | str,
+        stream_id: str,
+        version: int,
+    ) -> Event:
         try:
             if schema_version == cls.schema_version:
                 return _EVENT_ADAPTER.validate_json(data)

@@ -20,6 +20,16 @@ class NewEvent:
     event: Event
     event_id: str
 
+    def __post_init__(self) -> None:
+        check_id("event id", self.event_id)
+
+
+def check_id(what: str, value: str) -> None:
+    """Raise ``ValueError`` for an id no backend can store: empty, or holding a NUL character
+    (PostgreSQL text cannot), so every backend refuses the same ids up front."""
+    if not value or "\x00" in value:
+        raise ValueError(f"{what} must be a non-empty string without NUL characters: {value!r}")
+
 
 @dataclass(frozen=True, slots=True)
 class StreamAppend:
@@ -31,6 +41,11 @@ class StreamAppend:
     stream_id: str
     events: Sequence[NewEvent]
     expected_version: int | None = None
+
+    def __post_init__(self) -> None:
+        check_id("stream id", self.stream_id)
+        if self.expected_version is not None and self.expected_version < 0:
+            raise ValueError(f"expected_version cannot be negative: {self.expected_version}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,10 @@ class DuplicateEventError(EventStoreError):
         super().__init__(f"event id(s) already recorded: {', '.join(event_ids)}")
 
 
+class EncodeError(EventStoreError):
+    """Raised when an event holds a value JSON cannot carry exactly (e.g. an int over 64 bits)."""
+
+
 class DecodeError(EventStoreError):
     """Raised when a stored event cannot be turned back into a typed event."""
 

@@ -52,6 +52,9 @@ class MemoryEventStore(TailMixin):
     async def append(self, *appends: StreamAppend) -> list[RecordedEvent]:
         self._check_open()
         check_no_inner_duplicates(appends)
+        for append in appends:  # refuse what the durable stores could not write
+            for new in append.events:
+                EventCodec.encode(new.event)
         known = [n.event_id for a in appends for n in a.events if n.event_id in self._by_id]
         if known:
             raise DuplicateEventError(known)

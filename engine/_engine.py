@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from types import TracebackType
 from typing import Self
@@ -26,9 +27,10 @@ from agentledger.events import (
     Usage,
 )
 from agentledger.projections._run_state import RunState, RunStatus, fold_run
+from agentledger.projections._spend import LedgerState, fold_ledger
 
 from ._agent import Agent
-from ._budget import Budgets
+from ._budget import Budgets, day_stream
 from ._errors import EngineError
 from ._model_call import LedgerCache
 from ._ports import Clock, IdSource, RandomIds, SystemClock
@@ -275,6 +277,14 @@ class Engine:
         if state.started is None:
             raise RunNotFoundError(f"no run {run_id!r} in the store")
         return state
+
+    async def spend_for_user(self, user_id: str, day: date) -> LedgerState:
+        """The user's budget ledger for ``day``: settled spend and open reservations."""
+        return fold_ledger(await self.store.read_stream(day_stream(user_id, day)))
+
+    async def spend_for_run(self, run_id: str) -> LedgerState:
+        """The run's budget ledger: settled spend and open reservations."""
+        return fold_ledger(await self.store.read_stream(run_stream(run_id)))
 
     async def result(self, run_id: str) -> RunResult:
         """Where the run stands, from the store."""

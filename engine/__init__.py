@@ -43,6 +43,7 @@ from ._model import Model, ModelReply, ModelRequest, ToolSpec
 from ._openai import OpenAIChatModel, openai_tool_schema
 from ._ports import Clock, IdSource, RandomIds, SystemClock
 from ._pricing import Price, TokenEstimator, approximate_tokens, lookup_price, max_input_tokens
+from ._replay import ReplayReport
 from ._sink import JsonLinesSink, event_line
 from ._tool_keys import canonical_arguments, idempotency_key
 from ._tool_validation import RejectedCall, ValidCall, validate_call
@@ -87,6 +88,7 @@ __all__ = [
     "RandomIds",
     "Reconciled",
     "RejectedCall",
+    "ReplayReport",
     "RequiredKeywords",
     "RetryPolicy",
     "RunConflictError",

@@ -34,6 +34,7 @@ from ._budget import Budgets, day_stream
 from ._errors import EngineError
 from ._model_call import LedgerCache
 from ._ports import Clock, IdSource, RandomIds, SystemClock
+from ._replay import ReplayReport, replay_run
 from ._run import EngineServices, RunDriver, run_stream
 from ._tool_runner import ToolHealthBook, ToolRunner
 
@@ -285,6 +286,20 @@ class Engine:
     async def spend_for_run(self, run_id: str) -> LedgerState:
         """The run's budget ledger: settled spend and open reservations."""
         return fold_ledger(await self.store.read_stream(run_stream(run_id)))
+
+    async def replay(self, run_id: str, *, agent: Agent | None = None) -> ReplayReport:
+        """Run ``run_id`` again from its own log (no model is called, no tool runs) with
+        ``agent`` (default: the registered agent of that name) and report the first divergence.
+
+        Use it to check that a new prompt or code still reproduces old runs, and to re-derive a
+        run's spend. Nothing is written to this engine's store.
+        """
+        state = await self.load(run_id)
+        assert state.started is not None
+        agent = agent or self._agents.get(state.started.agent)
+        if agent is None:
+            raise EngineError(f"no agent named {state.started.agent!r} to replay run {run_id!r}")
+        return await replay_run(self.store, run_id, agent, self.budgets)
 
     async def result(self, run_id: str) -> RunResult:
         """Where the run stands, from the store."""

@@ -79,3 +79,14 @@ class UnknownSurfaceError(EngineError):
         self.known = known
         names = ", ".join(repr(name) for name in known) or "none"
         super().__init__(f"no budget policy for surface {surface!r} (configured: {names})")
+
+
+def model_error_class(name: str) -> type[ModelError]:
+    """The ``ModelError`` subclass recorded under ``name`` (``ModelError`` if none is)."""
+    classes: list[type[ModelError]] = [ModelError]
+    while classes:
+        cls = classes.pop()
+        if cls.__name__ == name:
+            return cls
+        classes.extend(cls.__subclasses__())
+    return ModelError

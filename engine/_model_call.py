@@ -348,8 +348,12 @@ def ledger_append(
     )
 
 
-def _digest(body: bytes, request: ModelRequest) -> str:
+def request_digest(request: ModelRequest) -> str:
     """A fingerprint of what a model is sent, so replay can tell when a request changed."""
+    return _digest(_MESSAGES.dump_json(list(request.messages)), request)
+
+
+def _digest(body: bytes, request: ModelRequest) -> str:
     tools = ",".join(sorted(t.name for t in request.tools)).encode()
     limit = str(request.max_tokens).encode()
     return hashlib.sha256(body + b"\0" + tools + b"\0" + limit).hexdigest()[:32]

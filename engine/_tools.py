@@ -13,7 +13,7 @@ import inspect
 import re
 import sys
 import typing
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
@@ -290,6 +290,16 @@ class Tool(Generic[A]):
         self._check_same_model(fn, "its reconciler")
         object.__setattr__(self, "_reconcile", fn)
         return fn
+
+    def with_implementations(self, tiers: Sequence[tuple[str, ToolFunction[A]]]) -> Tool[A]:
+        """A copy of this tool, same contract and policies, whose tiers run other functions
+        (replay answers tool calls from the recording this way); it has no reconciler."""
+        clone: Tool[A] = object.__new__(Tool)
+        for slot in Tool.__slots__:
+            object.__setattr__(clone, slot, getattr(self, slot))
+        object.__setattr__(clone, "_tiers", tuple(tiers))
+        object.__setattr__(clone, "_reconcile", None)
+        return clone
 
     def _check_same_model(self, fn: Callable[..., Any], what: str) -> None:
         model = _argument_model(fn, what=f"{what} of tool {self.name!r}")

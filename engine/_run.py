@@ -125,25 +125,43 @@ class RunDriver:
         assert self.services.budgets is not None
         return self.services.budgets.day(at)
 
-    async def append(self, events: Sequence[Event], *others: StreamAppend) -> None:
+    async def append(
+        self, events: Sequence[Event], *others: StreamAppend, final: bool = False
+    ) -> None:
         """Append events to the run (and other streams, atomically) and fold them in.
 
-        When the events lead to a step that needs no I/O (completing, pausing, failing), its
-        event goes into the same write: one commit fewer per run, same log.
+        ``final`` marks the last write of a step: if what it records leads to a step that needs
+        no I/O (completing, pausing, failing), that step's event goes into the same write, one
+        commit fewer per run for the same log. Writes in the middle of a step (a reservation,
+        a retry, a side effect's intent) never conclude the run.
         """
-        events = [*events, *self._follow_up(events)]
+        events = list(events)
+        state = self._fold_ahead(self.state, events)
+        if final and self._agent is not None:
+            step = decide(state, self._agent)
+            if isinstance(step, Pause | Complete | Fail):
+                conclusion = self._conclusion(step, state)
+                events.append(conclusion)
+                state = self._fold_ahead(state, [conclusion])
         run = StreamAppend(
             run_stream(self.state.run_id),
             [NewEvent(e, self.ids.new_id()) for e in events],
             expected_version=self.state.version,
         )
         recorded = await self.store.append(run, *_merged(others))
-        state = self.state
-        for r in recorded:
-            if r.stream_id == run.stream_id:
-                state = _PROJECTION.evolve(state, r)
+        # The fold reads nothing of the envelope but the version, which the expected version
+        # fixes, so the state folded ahead is the state of what was written.
         self.state = state
         self.services.publish(recorded)
+
+    def _fold_ahead(self, state: RunState, events: Sequence[Event]) -> RunState:
+        stream = run_stream(state.run_id)
+        now = self.clock.now()
+        for event in events:
+            state = _PROJECTION.evolve(
+                state, RecordedEvent(stream, state.version + 1, 0, "-", now, 1, event)
+            )
+        return state
 
     async def drive(self) -> RunState:
         """Perform steps until ``decide`` says stop; return the final state."""
@@ -159,21 +177,6 @@ class RunDriver:
                     await self._critique(answer)
                 case Pause() | Complete() | Fail() as step:
                     await self.append([self._conclusion(step, self.state)])
-
-    def _follow_up(self, events: Sequence[Event]) -> list[Event]:
-        """The event of the step that follows ``events`` if that step needs no I/O."""
-        if self._agent is None or not events:
-            return []
-        state = self.state
-        stream = run_stream(state.run_id)
-        now = self.clock.now()
-        for event in events:  # fold ahead of the write; the real fold follows it
-            ahead = RecordedEvent(stream, state.version + 1, 0, "-", now, 1, event)
-            state = _PROJECTION.evolve(state, ahead)
-        step = decide(state, self._agent)
-        if isinstance(step, Pause | Complete | Fail):
-            return [self._conclusion(step, state)]
-        return []
 
     def _conclusion(self, step: Pause | Complete | Fail, state: RunState) -> Event:
         """The event of a step that needs no I/O, given the state it follows."""
@@ -273,7 +276,7 @@ class RunDriver:
             pending=pending,
         )
         if outcome is not None:
-            await self.append(outcome.events, *outcome.ledger)
+            await self.append(outcome.events, *outcome.ledger, final=True)
 
     async def _compact(self, turn_span: str, pending: list[Event]) -> list[Event] | None:
         """Compact old tool results if the memory policy says so (pattern 2).
@@ -407,7 +410,7 @@ class RunDriver:
                     message=critic.revision_message(issues),
                 )
             )
-        await self.append(events, *ledger)
+        await self.append(events, *ledger, final=True)
 
 
 def critic_failure(issue: str) -> CheckResult:

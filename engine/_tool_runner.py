@@ -115,7 +115,7 @@ class ToolRunner:
             if job.key is not None:
                 ledger.append(ledger_append(driver, job.key, job_events[-1]))
         if events:
-            await driver.append(events, *ledger)
+            await driver.append(events, *ledger, final=True)
 
     async def _prepare(self, driver: RunDriver, calls: tuple[ToolCallState, ...]) -> list[_Job]:
         state = driver.state
@@ -225,7 +225,7 @@ class ToolRunner:
                 )
                 jobs.append(_Job(pending, tool, checked.args, arguments, span, key, meta["at"]))
         if first:
-            await driver.append(first, *ledger)
+            await driver.append(first, *ledger, final=not jobs)
         return jobs
 
     async def _in_doubt(

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from ._run import RunDriver
 
 _FOREVER = timedelta.max
+_HEALTH_EVENTS = frozenset({"tool_call_succeeded", "tool_tier_failed"})
 _KEY_RACE_ATTEMPTS = 5
 
 
@@ -81,7 +82,7 @@ class ToolHealthBook:
 
     def observe(self, recorded: RecordedEvent) -> None:
         """Fold one appended event in."""
-        if recorded.stream_id.startswith("run-"):
+        if recorded.event.type in _HEALTH_EVENTS and recorded.stream_id.startswith("run-"):
             self.state = self._projection.evolve(self.state, recorded)
 
 
@@ -103,9 +104,12 @@ class ToolRunner:
                 if not exc.stream_id.startswith("idem-") or attempt + 1 == _KEY_RACE_ATTEMPTS:
                     raise
         outcomes: list[list[Event]] = [[] for _ in jobs]
-        async with anyio.create_task_group() as tg:
-            for index, job in enumerate(jobs):
-                tg.start_soon(self._execute, driver, job, outcomes, index)
+        if len(jobs) == 1:  # the common case needs no task group
+            await self._execute(driver, jobs[0], outcomes, 0)
+        else:
+            async with anyio.create_task_group() as tg:
+                for index, job in enumerate(jobs):
+                    tg.start_soon(self._execute, driver, job, outcomes, index)
         events: list[Event] = []
         ledger: list[StreamAppend] = []
         for job, job_events in zip(jobs, outcomes, strict=True):

@@ -178,7 +178,8 @@ def orjson_read_fold(path: Path) -> tuple[float, int]:
         ).fetchall()
         if not page:
             break
-        for position, _stream, kind, data in page:
+        position = page[-1][0]
+        for _position, _stream, kind, data in page:
             event = orjson.loads(data)
             count += 1
             run_id = event["run_id"]

@@ -82,7 +82,7 @@ class ToolHealthBook:
 
     def observe(self, recorded: RecordedEvent) -> None:
         """Fold one appended event in."""
-        if recorded.event.type in _HEALTH_EVENTS and recorded.stream_id.startswith("run-"):
+        if recorded.type in _HEALTH_EVENTS and recorded.stream_id.startswith("run-"):
             self.state = self._projection.evolve(self.state, recorded)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from ._catalog import Event
 
@@ -48,14 +49,32 @@ class StreamAppend:
             raise ValueError(f"expected_version cannot be negative: {self.expected_version}")
 
 
-@dataclass(frozen=True, slots=True)
 class RecordedEvent:
     """An event as the store holds it.
 
     ``version`` counts from 1 within the stream without gaps; ``position`` counts from 1 across
     the whole store without gaps, in commit order. ``recorded_at`` is the store's clock at commit,
-    ``schema_version`` the shape the event was written in (it is upcast on read).
+    ``schema_version`` the shape the event was written in (it is upcast on read), ``type`` the
+    event's tag.
+
+    Events read from a database are decoded when ``event`` is first used, so a projection that
+    looks only at ``type`` (and the envelope) to skip an event never pays for decoding it. The
+    type and schema version are checked as the row is read: an unknown type or a newer schema
+    raises there, never later. Immutable.
     """
+
+    __slots__ = (
+        "_codec",
+        "_data",
+        "_event",
+        "event_id",
+        "position",
+        "recorded_at",
+        "schema_version",
+        "stream_id",
+        "type",
+        "version",
+    )
 
     stream_id: str
     version: int
@@ -63,4 +82,115 @@ class RecordedEvent:
     event_id: str
     recorded_at: datetime
     schema_version: int
-    event: Event
+    type: str
+    _event: Event | None
+    _data: bytes | str | None
+    _codec: Decoder | None
+
+    def __init__(
+        self,
+        stream_id: str,
+        version: int,
+        position: int,
+        event_id: str,
+        recorded_at: datetime,
+        schema_version: int,
+        event: Event,
+    ) -> None:
+        init = object.__setattr__
+        init(self, "stream_id", stream_id)
+        init(self, "version", version)
+        init(self, "position", position)
+        init(self, "event_id", event_id)
+        init(self, "recorded_at", recorded_at)
+        init(self, "schema_version", schema_version)
+        init(self, "type", event.type)
+        init(self, "_event", event)
+        init(self, "_data", None)
+        init(self, "_codec", None)
+
+    @classmethod
+    def stored(
+        cls,
+        stream_id: str,
+        version: int,
+        position: int,
+        event_id: str,
+        recorded_at: datetime,
+        schema_version: int,
+        event_type: str,
+        data: bytes | str,
+        codec: Decoder,
+    ) -> RecordedEvent:
+        """A stored row, decoded by ``codec`` when ``event`` is first used.
+
+        Raises ``UnknownEventTypeError`` or ``SchemaVersionError`` at once.
+        """
+        codec.check(event_type, schema_version, stream_id, version)
+        recorded = object.__new__(cls)
+        init = object.__setattr__
+        init(recorded, "stream_id", stream_id)
+        init(recorded, "version", version)
+        init(recorded, "position", position)
+        init(recorded, "event_id", event_id)
+        init(recorded, "recorded_at", recorded_at)
+        init(recorded, "schema_version", schema_version)
+        init(recorded, "type", event_type)
+        init(recorded, "_event", None)
+        init(recorded, "_data", data)
+        init(recorded, "_codec", codec)
+        return recorded
+
+    @property
+    def event(self) -> Event:
+        """The typed event (decoded on first use; ``DecodeError`` if the row is corrupt)."""
+        event = self._event
+        if event is None:
+            assert self._codec is not None and self._data is not None
+            event = self._codec.decode(
+                self.type, self.schema_version, self._data, self.stream_id, self.version
+            )
+            object.__setattr__(self, "_event", event)
+            object.__setattr__(self, "_data", None)
+        return event
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"RecordedEvent is immutable; cannot set {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordedEvent):
+            return NotImplemented
+        return (
+            self.position == other.position
+            and self.stream_id == other.stream_id
+            and self.version == other.version
+            and self.event_id == other.event_id
+            and self.recorded_at == other.recorded_at
+            and self.schema_version == other.schema_version
+            and self.event == other.event
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.stream_id, self.version, self.position, self.event_id))
+
+    def __repr__(self) -> str:
+        return (
+            f"RecordedEvent(stream_id={self.stream_id!r}, version={self.version}, "
+            f"position={self.position}, event_id={self.event_id!r}, "
+            f"recorded_at={self.recorded_at!r}, schema_version={self.schema_version}, "
+            f"event={self.event!r})"
+        )
+
+
+class Decoder(Protocol):
+    """What ``RecordedEvent.stored`` needs of a codec."""
+
+    def check(self, event_type: str, schema_version: int, stream_id: str, version: int) -> None:
+        """Raise if this program cannot decode the type at that schema version."""
+        ...
+
+    def decode(
+        self, event_type: str, schema_version: int, data: bytes | str, stream_id: str, version: int
+    ) -> Event:
+        """The typed event of stored bytes."""
+        ...

@@ -468,14 +468,16 @@ class PostgresEventStore(TailMixin):
 
     def _decode(self, row: asyncpg.Record) -> RecordedEvent:
         position, stream_id, version, event_id, event_type, schema_version, recorded_at, data = row
-        return RecordedEvent(
-            stream_id=stream_id,
-            version=version,
-            position=position,
-            event_id=event_id,
-            recorded_at=recorded_at,
-            schema_version=schema_version,
-            event=self._codec.decode(event_type, schema_version, data, stream_id, version),
+        return RecordedEvent.stored(
+            stream_id,
+            version,
+            position,
+            event_id,
+            recorded_at,
+            schema_version,
+            event_type,
+            data,
+            self._codec,
         )
 
     async def read_stream(

@@ -376,7 +376,8 @@ class SqliteEventStore(TailMixin):
             raise StoreClosedError("the SQLite store was closed during a read") from exc
 
     def _decode(self, rows: Iterable[Any]) -> list[RecordedEvent]:
-        decode = self._codec.decode
+        codec = self._codec
+        stored = RecordedEvent.stored
         recorded: list[RecordedEvent] = []
         # Events of one transaction share their recorded_at: convert it once per run of them.
         last_micros = -1
@@ -386,14 +387,16 @@ class SqliteEventStore(TailMixin):
                 recorded_at = from_micros(micros)
                 last_micros = micros
             recorded.append(
-                RecordedEvent(
+                stored(
                     stream_id,
                     version,
                     position,
                     event_id,
                     recorded_at,
                     schema,
-                    decode(event_type, schema, data, stream_id, version),
+                    event_type,
+                    data,
+                    codec,
                 )
             )
         return recorded

@@ -52,7 +52,6 @@ class PendingAppend:
         "cancelled",
         "checks",
         "error",
-        "event_ids",
         "events",
         "first_position",
         "first_versions",
@@ -88,20 +87,8 @@ def plan(
 ) -> Planned | None:
     """Number one append after ``position`` against ``heads``; ``None`` (and ``pending.error``
     set) when an expected version does not hold."""
-    if len(pending.checks) == 1:  # the common case, kept lean: it runs for every append
-        stream_id, expected, count = pending.checks[0]
-        current = heads.get(stream_id) or 0
-        if expected is not None and expected != current:
-            pending.error = ConcurrencyError(stream_id, expected, current)
-            return None
-        pending.error = None
-        pending.first_position = position + 1
-        pending.first_versions = [current + 1]
-        rows = [
-            (position + i, stream_id, current + i, event_id, event_type, schema, recorded_at, data)
-            for i, (event_id, event_type, schema, data) in enumerate(pending.events, 1)
-        ]
-        return Planned(rows, {stream_id: current + count})
+    if len(pending.checks) == 1:
+        return _plan_one_stream(pending, position, heads, recorded_at)
     moved: dict[str, int] = {}
     firsts: list[int] = []
     for stream_id, expected, count in pending.checks:
@@ -136,6 +123,25 @@ def plan(
     pending.first_position = position + 1
     pending.first_versions = firsts
     return Planned(rows, moved)
+
+
+def _plan_one_stream(
+    pending: PendingAppend, position: int, heads: dict[str, int | None], recorded_at: int
+) -> Planned | None:
+    # The common case, kept lean: it runs for nearly every append of every batch.
+    stream_id, expected, count = pending.checks[0]
+    current = heads.get(stream_id) or 0
+    if expected is not None and expected != current:
+        pending.error = ConcurrencyError(stream_id, expected, current)
+        return None
+    pending.error = None
+    pending.first_position = position + 1
+    pending.first_versions = [current + 1]
+    rows = [
+        (position + i, stream_id, current + i, event_id, event_type, schema, recorded_at, data)
+        for i, (event_id, event_type, schema, data) in enumerate(pending.events, 1)
+    ]
+    return Planned(rows, {stream_id: current + count})
 
 
 class SqliteWriter:

@@ -101,9 +101,10 @@ class CriticStatsRows:
     def key(self, recorded: RecordedEvent) -> str | None:
         """``"agent:<agent>"`` for a verdict in a run stream, else ``None``."""
         # The tag is compared first: it is the cheap test and almost every event fails it.
-        event = recorded.event
-        if event.type != "critic_verdict" or not recorded.stream_id.startswith("run-"):
+        if recorded.type != "critic_verdict" or not recorded.stream_id.startswith("run-"):
             return None
+        event = recorded.event
+        assert isinstance(event, CriticVerdict)
         return agent_key(event.agent)
 
     def evolve_row(self, row: CriticStats | None, recorded: RecordedEvent) -> CriticStats | None:

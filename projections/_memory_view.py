@@ -19,11 +19,11 @@ of the last ``keep_recent_turns`` turns, until the view is at or below ``compact
 ``summary_fields`` and ``truncation_fallback`` turn a plan into the fields of the
 ``MemoryCompacted`` event to record.
 
-Token counts use the policy's estimator, which must be *subadditive* (the count of a text is at
-most the sum of the counts of any split of it, as for ``ceil(len / 4)`` and for real tokenisers
-up to a merge at the cut) and return 0 or more. Under that assumption a plan's
-``tokens_after`` is an upper bound of the view after either event is recorded, whatever summary
-(within ``summary_max_tokens``) the summariser returns.
+Token counts use the policy's estimator, which must return 0 or more, be *subadditive* (a
+text counts at most the sum of its parts) and never count a prefix of a text more than the
+text; ``ceil(len / 4)`` is all three, a real tokeniser nearly. Then a plan's ``tokens_after``
+bounds the view after either event is recorded, whatever summary (within
+``summary_max_tokens``) the summariser returns.
 """
 
 from __future__ import annotations

@@ -125,8 +125,8 @@ class RunIndex:
 
     def key(self, recorded: RecordedEvent) -> str | None:
         """The event's run id if it is one of the run events the index counts, else ``None``."""
-        event = recorded.event
-        return event.run_id if event.type in _RUN_EVENT_TYPES else None
+        # The envelope's tag first: events the index skips are never decoded.
+        return recorded.event.run_id if recorded.type in _RUN_EVENT_TYPES else None
 
     def evolve_row(self, row: RunSummary | None, recorded: RecordedEvent) -> RunSummary | None:
         """The run's summary after ``recorded`` (pure: ``row`` is frozen and left as it is)."""

@@ -181,6 +181,10 @@ def _changes(state: RunState, event: Event, version: int) -> dict[str, Any]:
             return {"turn": event.turn, "turn_span_id": event.span_id, "calls": {}}
         case ModelCallRequested(purpose="agent"):
             return {"requested_messages": event.message_count}
+        case ModelCallRequested(purpose="judge"):
+            # The code checks' verdict (written with this request) is not the last word while
+            # the judge's is outstanding: a run cut off here is judged again when resumed.
+            return {"critic_turn": 0}
         case ModelCallResponded():
             spend = {
                 "usage": _add_usage(state.usage, event.usage),

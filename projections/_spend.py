@@ -86,7 +86,7 @@ def fold_ledger(events: Sequence[RecordedEvent], state: LedgerState | None = Non
     outstanding = dict(current.outstanding)
     settled = current.settled
     for recorded in events:
-        if recorded.event.type in _BUDGET_EVENT_TYPES:
+        if recorded.type in _BUDGET_EVENT_TYPES:
             amount, _ = _apply(outstanding, recorded)
             settled += amount
     return LedgerState(events[-1].version, settled, MappingProxyType(outstanding))
@@ -154,6 +154,8 @@ class SpendIndex:
 
     def key(self, recorded: RecordedEvent) -> str | None:
         """The row a budget event touches, by the kind of stream it is in; else ``None``."""
+        if recorded.type not in _BUDGET_EVENT_TYPES:
+            return None
         event = recorded.event
         if not isinstance(event, BudgetReserved | BudgetSettled | BudgetReleased):
             return None

@@ -99,6 +99,8 @@ def _latest(known: datetime | None, at: datetime) -> datetime:
 
 
 def _tier_of(recorded: RecordedEvent) -> tuple[str, str] | None:
+    if recorded.type not in ("tool_call_succeeded", "tool_tier_failed"):
+        return None
     event = recorded.event
     if isinstance(event, ToolCallSucceeded | ToolTierFailed):
         return (event.tool_name, event.tier)

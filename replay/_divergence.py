@@ -71,7 +71,7 @@ def stable_fields(event: EventBase) -> dict[str, Any]:
 
 def decisions(events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
     """The events of a run that a replay must reproduce (interruption markers left out)."""
-    return [r for r in events if r.event.type not in _INTERRUPTION_ONLY]
+    return [r for r in events if r.type not in _INTERRUPTION_ONLY]
 
 
 def first_divergence(

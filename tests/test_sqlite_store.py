@@ -229,9 +229,9 @@ async def test_a_failing_append_fails_alone_in_its_batch(tmp_path: Path) -> None
         good: list[RecordedEvent] = []
         failed: dict[str, Exception] = {}
 
-        async def attempt(name: str, append: StreamAppend) -> None:
+        async def attempt(name: str, *appends: StreamAppend) -> None:
             try:
-                good.extend(await store.append(append))
+                good.extend(await store.append(*appends))
             except (ConcurrencyError, DuplicateEventError) as exc:
                 failed[name] = exc
 
@@ -245,17 +245,22 @@ async def test_a_failing_append_fails_alone_in_its_batch(tmp_path: Path) -> None
             tg.start_soon(attempt, "first", to("twice-a", [again]))
             tg.start_soon(attempt, "second", to("twice-b", [again]))
             tg.start_soon(attempt, "ok-after", to("run-after", [turn("run-after", 1)], 0))
+            # Two streams in one call: the stale half takes the good half down with it.
+            half = to("run-half", [turn("run-half", 1)], 0)
+            tg.start_soon(attempt, "half-stale", half, to("taken", [turn("taken", 3)], 0))
 
         assert store.stats.transactions == before + 1  # all of them rode one transaction
-        assert set(failed) == {"stale", "repeated", "second"}
+        assert set(failed) == {"stale", "repeated", "second", "half-stale"}
         stale_error = failed["stale"]
         assert isinstance(stale_error, ConcurrencyError)
         assert (stale_error.stream_id, stale_error.expected, stale_error.actual) == ("taken", 0, 1)
-        for name in ("repeated", "second"):
+        half_stale_error = failed["half-stale"]
+        assert isinstance(half_stale_error, ConcurrencyError)
+        assert half_stale_error.stream_id == "taken"
+        for name, event_id in (("repeated", stored.event_id), ("second", again.event_id)):
             error = failed[name]
             assert isinstance(error, DuplicateEventError)
-        assert failed["repeated"].event_ids == [stored.event_id]  # type: ignore[attr-defined]
-        assert failed["second"].event_ids == [again.event_id]  # type: ignore[attr-defined]
+            assert error.event_ids == [event_id]
         log = await consistent_log(store)
         assert log == [stored, *sorted(good, key=lambda e: e.position)]
         assert {e.stream_id for e in log} == {"taken", "twice-a", "run-after"} | {

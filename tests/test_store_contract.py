@@ -463,7 +463,7 @@ async def test_retrying_a_committed_append_reports_the_duplicate(store: EventSto
 
 
 async def test_odd_stream_ids_and_event_ids_are_kept_apart(store: EventStore) -> None:
-    streams = ["a%", "a_", "abc", "A%", "рун/1 🚀 'q' \"d\" ;--", " ", ""]
+    streams = ["a%", "a_", "abc", "A%", "рун/1 🚀 'q' \"d\" ;--", " "]
     for index, stream in enumerate(streams):
         await store.append(to(stream, [new(turn(1, stream), f"{stream}|ид|{index}")], 0))
     for index, stream in enumerate(streams):

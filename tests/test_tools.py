@@ -15,14 +15,6 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from agentledger.engine._tool_keys import canonical_arguments, idempotency_key
-from agentledger.projections._tool_results import (
-    tool_result_degraded,
-    tool_result_denied,
-    tool_result_error,
-    tool_result_ok,
-    tool_result_pending_confirmation,
-    tool_result_unknown_outcome,
-)
 from agentledger.engine._tool_validation import (
     MAX_ARGUMENT_DEPTH,
     RejectedCall,
@@ -38,6 +30,14 @@ from agentledger.engine._tools import (
     tools_by_name,
 )
 from agentledger.events import FieldIssue, ToolCall
+from agentledger.projections._tool_results import (
+    tool_result_degraded,
+    tool_result_denied,
+    tool_result_error,
+    tool_result_ok,
+    tool_result_pending_confirmation,
+    tool_result_unknown_outcome,
+)
 
 # -- argument models (module level: annotations are resolved against module globals) ----------
 

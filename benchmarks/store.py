@@ -1,7 +1,8 @@
 """Event-store throughput on an SQLite file (WAL, synchronous=NORMAL), against plain baselines.
 
 - ``append_events_per_s_1_writer`` / ``_100_writers``: tasks that each await one small event at a
-  time through ``SqliteEventStore.append`` (group commit batches the concurrent ones).
+  time through ``SqliteEventStore.append`` (group commit batches the concurrent ones). Event
+  ids come from the engine's own id source (``RandomIds``), in the baseline too.
 - ``baseline_sqlite3_commit_per_event_per_s``: plain ``sqlite3``, one commit per event, the same
   rows into the same table.
 - ``read_fold_events_per_s``: read N events back with ``read_all`` pages, decode them into typed
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sqlite3
 import sys
 import tempfile
@@ -30,6 +30,7 @@ from typing import Any
 import anyio
 import orjson
 
+from agentledger.engine import RandomIds
 from agentledger.events import (
     Event,
     EventCodec,
@@ -93,6 +94,7 @@ SMALL = TurnStarted(run_id="r", span_id="s", at=T0, turn=1)
 
 
 async def append_rate(path: Path, writers: int, per_writer: int) -> float:
+    ids = RandomIds()  # the engine's own event ids
     async with SqliteEventStore(path) as store:
         counter = 0
 
@@ -101,7 +103,7 @@ async def append_rate(path: Path, writers: int, per_writer: int) -> float:
             stream = f"w-{index}"
             for version in range(per_writer):
                 counter += 1
-                new = NewEvent(SMALL, f"{index}-{version}-{os.urandom(6).hex()}")
+                new = NewEvent(SMALL, ids.new_id())
                 await store.append(StreamAppend(stream, [new], expected_version=version))
 
         started = time.perf_counter()
@@ -123,13 +125,14 @@ def baseline_commit_rate(path: Path, schema_from: Path, count: int) -> float:
     for statement in schema:
         conn.execute(statement)
     data = EventCodec.encode(SMALL)
+    ids = RandomIds()
     started = time.perf_counter()
     for n in range(count):
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(
             "INSERT INTO events (position, stream_id, version, event_id, type, schema_version, "
             "recorded_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (n + 1, f"w-{n % 100}", n // 100 + 1, os.urandom(12).hex(), "turn_started", 1, 0, data),
+            (n + 1, f"w-{n % 100}", n // 100 + 1, ids.new_id(), "turn_started", 1, 0, data),
         )
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - started

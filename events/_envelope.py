@@ -60,7 +60,7 @@ class RecordedEvent:
     Events read from a database are decoded when ``event`` is first used, so a projection that
     looks only at ``type`` (and the envelope) to skip an event never pays for decoding it. The
     type and schema version are checked as the row is read: an unknown type or a newer schema
-    raises there, never later. Immutable.
+    raises there, never later. Treat it as immutable: it describes what the log holds.
     """
 
     __slots__ = (
@@ -97,17 +97,16 @@ class RecordedEvent:
         schema_version: int,
         event: Event,
     ) -> None:
-        init = object.__setattr__
-        init(self, "stream_id", stream_id)
-        init(self, "version", version)
-        init(self, "position", position)
-        init(self, "event_id", event_id)
-        init(self, "recorded_at", recorded_at)
-        init(self, "schema_version", schema_version)
-        init(self, "type", event.type)
-        init(self, "_event", event)
-        init(self, "_data", None)
-        init(self, "_codec", None)
+        self.stream_id = stream_id
+        self.version = version
+        self.position = position
+        self.event_id = event_id
+        self.recorded_at = recorded_at
+        self.schema_version = schema_version
+        self.type = event.type
+        self._event = event
+        self._data = None
+        self._codec = None
 
     @classmethod
     def stored(
@@ -128,17 +127,16 @@ class RecordedEvent:
         """
         codec.check(event_type, schema_version, stream_id, version)
         recorded = object.__new__(cls)
-        init = object.__setattr__
-        init(recorded, "stream_id", stream_id)
-        init(recorded, "version", version)
-        init(recorded, "position", position)
-        init(recorded, "event_id", event_id)
-        init(recorded, "recorded_at", recorded_at)
-        init(recorded, "schema_version", schema_version)
-        init(recorded, "type", event_type)
-        init(recorded, "_event", None)
-        init(recorded, "_data", data)
-        init(recorded, "_codec", codec)
+        recorded.stream_id = stream_id
+        recorded.version = version
+        recorded.position = position
+        recorded.event_id = event_id
+        recorded.recorded_at = recorded_at
+        recorded.schema_version = schema_version
+        recorded.type = event_type
+        recorded._event = None
+        recorded._data = data
+        recorded._codec = codec
         return recorded
 
     @property
@@ -150,12 +148,9 @@ class RecordedEvent:
             event = self._codec.decode(
                 self.type, self.schema_version, self._data, self.stream_id, self.version
             )
-            object.__setattr__(self, "_event", event)
-            object.__setattr__(self, "_data", None)
+            self._event = event
+            self._data = None
         return event
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"RecordedEvent is immutable; cannot set {name!r}")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RecordedEvent):

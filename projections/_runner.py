@@ -13,6 +13,7 @@ from types import MappingProxyType, TracebackType
 from typing import Generic, Self, TypeVar
 
 import anyio
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from agentledger.events import ConcurrencyError, EventStore, RecordedEvent
@@ -125,16 +126,22 @@ class ProjectionRunner(Generic[R]):
 
     async def _catch_up(self, *, save: bool) -> int:
         folded = 0
+        page = await self.store.read_all(after=self._folded, limit=self.page_size)
         while True:
-            page = await self.store.read_all(after=self._folded, limit=self.page_size)
             if not page:
                 self._flush()
                 # A save that lost to another runner reloaded an older or newer state: go on
                 # folding from there.
                 if not save or await self._save():
                     break
+                page = await self.store.read_all(after=self._folded, limit=self.page_size)
                 continue
-            self._apply(page)
+            last = page[-1].position
+            if len(page) == self.page_size:
+                following: list[RecordedEvent] | None = await self._fold_while_reading(page)
+            else:
+                self._apply(page)
+                following = None
             folded += len(page)
             if self._folded - self._position >= self.save_every:
                 self._flush()
@@ -142,7 +149,26 @@ class ProjectionRunner(Generic[R]):
                 # position while other readers use them.
                 if save and not self._reset_pending:
                     await self._save()
+            if following is None or self._folded != last:  # none read ahead, or a reload
+                following = await self.store.read_all(after=self._folded, limit=self.page_size)
+            page = following
         return folded
+
+    async def _fold_while_reading(self, page: list[RecordedEvent]) -> list[RecordedEvent]:
+        """Fold ``page`` while the page after it is read: the database works in its own thread
+        (or server) meanwhile, so reading and folding overlap."""
+        following: list[RecordedEvent] = []
+
+        async def read() -> None:
+            following.extend(
+                await self.store.read_all(after=page[-1].position, limit=self.page_size)
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            await anyio.lowlevel.checkpoint()  # let the read reach the database first
+            self._apply(page)
+        return following
 
     async def rebuild(self) -> int:
         """Fold from position 0 into empty rows, then replace the saved state in one save.

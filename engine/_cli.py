@@ -12,7 +12,16 @@ from pathlib import Path
 import anyio
 
 from agentledger.events import EventStore, RecordedEvent, SqliteEventStore
-from agentledger.projections import ProjectionRunner, RunIndex, list_runs
+from agentledger.projections import (
+    CriticStatsRows,
+    ProjectionRunner,
+    RunIndex,
+    SpendIndex,
+    accept_rate,
+    check_pass_rates,
+    list_runs,
+    spend_by_day,
+)
 
 from ._engine import Engine
 from ._sink import event_line
@@ -47,7 +56,16 @@ def _summary(recorded: RecordedEvent) -> str:
         case "tool_result_reused":
             return f"{event.tool_name}: reused, not executed again"
         case "run_completed":
-            return repr(event.output[:80])
+            return repr(event.output[:80]) + (" (flagged)" if event.flagged else "")
+        case "budget_reserved":
+            return f"{event.amount_usd} USD for {event.model}"
+        case "budget_settled":
+            return f"{event.actual_usd} USD (reserved {event.reserved_usd})"
+        case "critic_verdict":
+            failed = [c.name for c in event.checks if not c.passed]
+            return f"{event.method}: " + ("accepted" if event.accepted else f"failed {failed}")
+        case "revision_requested":
+            return "; ".join(event.issues)[:100]
         case "run_failed":
             return f"{event.error_type}: {event.message}"[:100]
     return ""
@@ -89,24 +107,26 @@ async def _runs_table(store: EventStore, user: str | None, status: str | None, l
 
 
 async def _demo(db: Path) -> int:
-    from ._demo import SENT, demo_agent
+    from ._demo import DEMO_BUDGETS, demo_agent
 
     agent = demo_agent()
+    task = "Plan my weekend in Lisbon"
     print(f"agentledger demo: the event log is {db} (SQLite)")
-    reused = 0
-    async with SqliteEventStore(db) as store, Engine(store) as engine:
+    reused = sent = 0
+    async with SqliteEventStore(db) as store, Engine(store, budgets=DEMO_BUDGETS) as engine:
         for attempt in (1, 2):
-            print(
-                f"\nRun {attempt}: 'Plan my weekend in Lisbon' for user ada, events as they commit:"
-            )
-            async for recorded in engine.stream(agent, "Plan my weekend in Lisbon", user_id="ada"):
-                reused += recorded.event.type == "tool_result_reused"
+            print(f"\nRun {attempt}: {task!r} for user ada, events as they commit:")
+            async for recorded in engine.stream(agent, task, user_id="ada", surface="demo"):
+                event = recorded.event
+                reused += event.type == "tool_result_reused"
+                sent += event.type == "tool_call_succeeded" and event.tool_name == "send_itinerary"
                 print(f"  {_row(recorded)}", flush=True)
         print(
-            f"\nEmails sent: {len(SENT)}; sends answered from the idempotency ledger instead: "
+            f"\nEmails sent: {sent}; sends answered from the idempotency ledger instead: "
             f"{reused}.\n\nRuns in the log, newest first:"
         )
         print(await _runs_table(store, None, None, 10))
+    print(f"\nNext: agentledger --db {db} show RUN_ID | spend ada | critic {agent.name} | tail")
     return 0
 
 
@@ -123,6 +143,35 @@ async def _show(db: Path, run_id: str) -> int:
 async def _runs(db: Path, user: str | None, status: str | None, limit: int) -> int:
     async with SqliteEventStore(db) as store:
         print(await _runs_table(store, user, status, limit))
+    return 0
+
+
+async def _spend(db: Path, user: str) -> int:
+    async with SqliteEventStore(db) as store, ProjectionRunner(store, SpendIndex()) as runner:
+        await runner.catch_up()
+        days = spend_by_day(runner.rows, user)
+    if not days:
+        print(f"agentledger: no budget ledger for user {user!r} in {db}", file=sys.stderr)
+        return 1
+    print(_table(["day", "settled (USD)"], [(day.isoformat(), amount) for day, amount in days]))
+    return 0
+
+
+async def _critic(db: Path, agent: str) -> int:
+    async with SqliteEventStore(db) as store, ProjectionRunner(store, CriticStatsRows()) as runner:
+        await runner.catch_up()
+        rate = accept_rate(runner.rows, agent)
+        checks = check_pass_rates(runner.rows, agent)
+    if rate is None:
+        print(f"agentledger: no critic verdicts for agent {agent!r} in {db}", file=sys.stderr)
+        return 1
+    print(f"accept rate of {agent}: {float(rate):.1%}\n")
+    print(
+        _table(
+            ["check (worst first)", "runs", "passed", "pass rate"],
+            [(c.check, c.runs, c.passed, f"{float(c.rate):.1%}") for c in checks],
+        )
+    )
     return 0
 
 
@@ -165,6 +214,10 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=int, default=20, help="at most this many (default: 20)")
     show = commands.add_parser("show", help="show one run's events as a timeline")
     show.add_argument("run_id", help="the run id")
+    spend = commands.add_parser("spend", help="a user's settled spend per day")
+    spend.add_argument("user", help="the user id")
+    critic = commands.add_parser("critic", help="an agent's critic accept rate, per check")
+    critic.add_argument("agent", help="the agent name")
     tail = commands.add_parser("tail", help="print the log as JSON lines")
     tail.add_argument("--after", type=int, default=0, help="start after this global position")
     tail.add_argument("-f", "--follow", action="store_true", help="keep waiting for new events")
@@ -183,6 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return anyio.run(_runs, db, options.user, options.status, options.limit)
             case "show":
                 return anyio.run(_show, db, options.run_id)
+            case "spend":
+                return anyio.run(_spend, db, options.user)
+            case "critic":
+                return anyio.run(_critic, db, options.agent)
             case _:
                 return anyio.run(_tail, db, options.after, options.follow)
     except KeyboardInterrupt:

@@ -1,9 +1,11 @@
-"""The demo agent behind ``agentledger demo``: four patterns in two short runs, no network.
+"""The demo agent behind ``agentledger demo``: the patterns in two short runs, no network.
 
 A scripted model plays a travel assistant that first calls a tool with a wrong argument name
 (pattern 1: rejected and corrected), gets the weather from a fallback tier because the primary
-API is down (pattern 4), then sends the itinerary through a side-effecting tool (pattern 7). The
-same user asks twice: the second run reuses the recorded email instead of sending it again.
+API is down (pattern 4), then sends the itinerary through a side-effecting tool (pattern 7). Its
+first answer forgets the city, which the critic sends back for a revision (pattern 6). Every
+call is priced and reserved against the demo surface's budget (pattern 5). The same user asks
+twice: the second run reuses the recorded email instead of sending it again.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from decimal import Decimal
 from pydantic import BaseModel, Field
 
 from ._agent import Agent
+from ._budget import BudgetPolicy, Budgets
+from ._critic import Critic, MaxLength, RequiredKeywords
 from ._model import ModelReply, ModelRequest
 from ._pricing import Price
 from ._tools import ToolContext, tool
@@ -39,14 +43,9 @@ async def cached_weather(args: WeatherQuery, ctx: ToolContext) -> dict[str, str]
     return {"city": args.city, "forecast": "sunny, 24°C", "source": "cache"}
 
 
-SENT: list[str] = []
-"""Idempotency keys the demo's 'mail server' received, one entry per email actually sent."""
-
-
 @tool(side_effect=True, key_scope="user")
 async def send_itinerary(args: Itinerary, ctx: ToolContext) -> dict[str, str]:
     """Email the itinerary to the traveller (a side effect: sent at most once)."""
-    SENT.append(ctx.idempotency_key or "")
     return {"status": "sent", "to": args.to}
 
 
@@ -70,14 +69,23 @@ class DemoModel:
                     call("send_itinerary", {"to": "ada@example.com", "body": body}, id="m1")
                 ]
             )
-        return reply("Your Lisbon itinerary is in your inbox. Expect sun, 24°C.")
+        if request.messages[-1].role == "user":  # the critic asked for a revision
+            return reply("Your Lisbon itinerary is in your inbox. Expect sun, 24°C.")
+        return reply("Your itinerary is in your inbox. Expect sun, 24°C.")
+
+
+DEMO_BUDGETS = Budgets(
+    {"demo": BudgetPolicy(per_run_usd=Decimal("0.05"), per_user_day_usd=Decimal("1.00"))}
+)
+"""The demo surface's caps: five cents a run, a dollar a day per user."""
 
 
 def demo_agent() -> Agent:
-    """The demo agent, with its scripted model."""
+    """The demo agent, with its scripted model and its critic."""
     return Agent(
         name="travel-assistant",
         model=DemoModel(),
         system_prompt="You plan short trips.",
         tools=[get_weather, send_itinerary],
+        critic=Critic([RequiredKeywords(["Lisbon"]), MaxLength(chars=400)]),
     )

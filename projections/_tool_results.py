@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+import orjson
 from pydantic import JsonValue
 
 from agentledger.events import FieldIssue, ToolRejection
@@ -96,5 +97,8 @@ def tool_result_unknown_outcome(tool_name: str, reason: str = "") -> str:
 
 
 def _dumps(body: dict[str, JsonValue]) -> str:
-    # The stdlib rather than orjson: results may hold integers beyond 64 bits.
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        # Integers beyond 64 bits: the stdlib writes them, with the same sorted, compact form.
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -10,7 +10,7 @@ no tool runs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -109,6 +109,10 @@ def _taped_agent(agent: Agent, tape: Tape) -> Agent:
     def taped(model: Any) -> _TapeModel:
         return _TapeModel(model.name, agent.price_of(model), tape)
 
+    critic = agent.critic
+    if critic is not None and critic.judge is not None:
+        critic = replace(critic, judge=replace(critic.judge, model=taped(critic.judge.model)))
+
     return Agent(
         name=agent.name,
         model=taped(agent.model),
@@ -123,7 +127,7 @@ def _taped_agent(agent: Agent, tape: Tape) -> Agent:
         breaker=agent.breaker,
         memory=agent.memory,
         summary_model=taped(agent.summary_model) if agent.summary_model else None,
-        critic=agent.critic,
+        critic=critic,
     )
 
 

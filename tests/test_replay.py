@@ -132,3 +132,21 @@ async def test_a_changed_tool_set_diverges_at_the_first_model_request(
     assert divergence is not None
     assert divergence.version == 3  # the first model request: it now offers two tools
     assert divergence.reason == "model_call_requested differs in request_digest"
+
+
+async def test_replay_answers_the_judge_from_the_recording_too() -> None:
+    from agentledger.engine import Critic, LLMJudge, MaxLength
+    from agentledger.events import MemoryEventStore
+
+    judge = ScriptedModel([reply('{"accepted": true, "issues": []}')], name="judge", price=PRICE)
+    model = ScriptedModel([reply("A short answer.")], name="primary", price=PRICE)
+    critic = Critic([MaxLength(chars=100)], judge=LLMJudge(judge, "Is it polite?"))
+    agent = Agent(name="judged", model=model, critic=critic)
+    async with MemoryEventStore() as store:
+        engine = Engine(store, clock=FakeClock(T0))
+        async with engine:
+            result = await engine.run(agent, "Say something.")
+            report = await engine.replay(result.run_id)
+    assert result.status == "completed"
+    assert report.matches, report.divergence
+    assert len(judge.requests) == 1  # the replay did not ask the judge again

@@ -159,7 +159,11 @@ class Engine:
         surface: str = "default",
         run_id: str | None = None,
     ) -> RunResult:
-        """Start a run of ``agent`` on ``task`` and drive it until it ends or pauses."""
+        """Start a run of ``agent`` on ``task`` and drive it until it ends or pauses.
+
+        The run's ``RunStarted`` is written with its first step (a model reply, a budget
+        reservation or a failure), so a run that dies before that leaves nothing to resume.
+        """
         driver = await self._start(agent, task, user_id=user_id, surface=surface, run_id=run_id)
         return await self._drive(driver)
 
@@ -316,7 +320,12 @@ class Engine:
         self.register(agent)
         if self.budgets is not None:
             self.budgets.policy(surface)  # an unknown surface fails before the run exists
-        run_id = run_id or self.ids.new_id()
+        if run_id is None:
+            run_id = self.ids.new_id()
+        elif await self.store.stream_version(run_stream(run_id)) > 0:
+            # Checked before any model is called; a race with another start of the same id is
+            # still caught, by the expected version of the first write.
+            raise EngineError(f"run {run_id!r} already exists; use resume()")
         driver = self._driver(agent, RunState(run_id=run_id))
         started = RunStarted(
             run_id=run_id,
@@ -329,10 +338,9 @@ class Engine:
             surface=surface,
             system_prompt=agent.full_system_prompt(),
         )
-        try:
-            await driver.append([started])
-        except ConcurrencyError:
-            raise EngineError(f"run {run_id!r} already exists; use resume()") from None
+        # Written with the run's first step (one commit fewer per run); until then the run is
+        # not in the store, and a crash before it leaves nothing behind to resume.
+        driver.open(started)
         return driver
 
     async def _drive(self, driver: RunDriver) -> RunResult:
@@ -359,8 +367,12 @@ class Engine:
         return RunResult.of(driver.state)
 
     async def _record_cancel(self, driver: RunDriver, reason: str) -> None:
-        # An append cut short by the cancel may have committed: fold from the store first.
-        driver.state = fold_run(await self.store.read_stream(run_stream(driver.state.run_id)))
+        # An append cut short by the cancel may have committed: fold from the store first
+        # (unless nothing is there yet, and the run's start is still to be written with it).
+        recorded = await self.store.read_stream(run_stream(driver.state.run_id))
+        if recorded:
+            driver.state = fold_run(recorded)
+            driver.opened()
         if not driver.state.is_terminal:
             await driver.cancel(reason)
 

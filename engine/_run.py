@@ -14,6 +14,7 @@ from typing import TypedDict
 
 from agentledger.events import (
     CheckResult,
+    ConcurrencyError,
     CriticVerdict,
     Event,
     EventStore,
@@ -25,6 +26,7 @@ from agentledger.events import (
     RunCompleted,
     RunFailed,
     RunPaused,
+    RunStarted,
     StreamAppend,
     ToolOutcomeUnknown,
     TurnStarted,
@@ -42,6 +44,7 @@ from ._agent import Agent
 from ._budget import BudgetPolicy, Budgets
 from ._critic import JUDGE_CHECK_NAME
 from ._decide import CallModel, Complete, Critique, Fail, Pause, RunTools, Stop, decide
+from ._errors import EngineError
 from ._model import ModelRequest
 from ._model_call import LedgerCache, call_model, ledger_append, release
 from ._ports import Clock, IdSource
@@ -101,6 +104,16 @@ class RunDriver:
         self.ledgers = services.ledgers
         self._agent = agent
         self.state = state
+        self._opening: list[Event] = []
+
+    def open(self, started: RunStarted) -> None:
+        """Start a new run: ``started`` is folded now and written with the first append."""
+        self.state = self._fold_ahead(self.state, [started])
+        self._opening = [started]
+
+    def opened(self) -> None:
+        """The run's start is known to be in the store (it was read back)."""
+        self._opening = []
 
     @property
     def agent(self) -> Agent:
@@ -143,12 +156,21 @@ class RunDriver:
                 conclusion = self._conclusion(step, state)
                 events.append(conclusion)
                 state = self._fold_ahead(state, [conclusion])
+        opening = self._opening
         run = StreamAppend(
             run_stream(self.state.run_id),
-            [NewEvent(e, self.ids.new_id()) for e in events],
-            expected_version=self.state.version,
+            [NewEvent(e, self.ids.new_id()) for e in [*opening, *events]],
+            expected_version=self.state.version - len(opening),
         )
-        recorded = await self.store.append(run, *_merged(others))
+        try:
+            recorded = await self.store.append(run, *_merged(others))
+        except ConcurrencyError as exc:
+            if opening and exc.stream_id == run.stream_id:
+                raise EngineError(
+                    f"run {self.state.run_id!r} already exists; use resume()"
+                ) from None
+            raise
+        self._opening = []
         # The fold reads nothing of the envelope but the version, which the expected version
         # fixes, so the state folded ahead is the state of what was written.
         self.state = state

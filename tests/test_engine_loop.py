@@ -386,8 +386,9 @@ async def test_stream_raises_what_the_run_raised() -> None:
         with pytest.raises(AssertionError, match="ran out of replies"):
             async for recorded in engine.stream(agent, "Hello", run_id="r1"):
                 got.append(recorded.event.type)
-        # Nothing of the failed turn is written: the turn's events go out with the model's answer.
-        assert got == ["run_started"]
+        # Nothing is written: a run's start goes out with its first step, which never came.
+        assert got == []
+        assert await store.read_all() == []
 
 
 async def test_json_lines_sink_writes_one_parseable_line_per_appended_event() -> None:

@@ -115,10 +115,7 @@ async def call_model(
             started = driver.clock.now()
             pending.append(
                 ModelCallRequested(
-                    run_id=run_id,
-                    span_id=call_id,
-                    parent_span_id=parent_span,
-                    at=started,
+                    **driver.in_span(call_id, parent_span, started),
                     call_id=call_id,
                     model=model.name,
                     attempt=attempt,
@@ -150,10 +147,7 @@ async def call_model(
                 outcome = CallOutcome(reply, pending)
                 outcome.events.append(
                     ModelCallResponded(
-                        run_id=run_id,
-                        span_id=call_id,
-                        parent_span_id=parent_span,
-                        at=ended,
+                        **driver.in_span(call_id, parent_span, ended),
                         call_id=call_id,
                         model=reply.model or model.name,
                         purpose=purpose,
@@ -167,10 +161,7 @@ async def call_model(
                 )
                 if reservation is not None:
                     settled = BudgetSettled(
-                        run_id=run_id,
-                        span_id=call_id,
-                        parent_span_id=parent_span,
-                        at=ended,
+                        **driver.in_span(call_id, parent_span, ended),
                         reservation_id=reservation.reservation_id,
                         user_id=reservation.user_id,
                         day=reservation.day,
@@ -184,10 +175,7 @@ async def call_model(
             retry_after = error.retry_after if isinstance(error, ModelRateLimitedError) else None
             failure: list[Event] = [
                 ModelCallFailed(
-                    run_id=run_id,
-                    span_id=call_id,
-                    parent_span_id=parent_span,
-                    at=ended,
+                    **driver.in_span(call_id, parent_span, ended),
                     call_id=call_id,
                     model=model.name,
                     attempt=attempt,
@@ -212,10 +200,7 @@ async def call_model(
                 break
             pending.append(
                 ModelCallRetried(
-                    run_id=run_id,
-                    span_id=call_id,
-                    parent_span_id=parent_span,
-                    at=driver.clock.now(),
+                    **driver.in_span(call_id, parent_span),
                     call_id=call_id,
                     model=model.name,
                     attempt=attempt + 1,
@@ -229,10 +214,7 @@ async def call_model(
         if index + 1 < len(models):
             pending.append(
                 ModelFellBack(
-                    run_id=run_id,
-                    span_id=parent_span,
-                    parent_span_id=run_id,
-                    at=driver.clock.now(),
+                    **driver.in_span(parent_span, run_id),
                     call_id=call_id,
                     from_model=model.name,
                     to_model=models[index + 1].name,
@@ -242,9 +224,7 @@ async def call_model(
     if fail_run:
         pending.append(
             RunFailed(
-                run_id=run_id,
-                span_id=run_id,
-                at=driver.clock.now(),
+                **driver.in_span(run_id, None),
                 error_type="models_unavailable",
                 message=f"every model failed; last error: {error}",
             )
@@ -282,9 +262,7 @@ async def _reserve(
                 [
                     *pending,
                     BudgetExceeded(
-                        run_id=state.run_id,
-                        span_id=call_id,
-                        at=now,
+                        **driver.in_span(call_id, None, now),
                         scope=exceeded.scope,
                         cap_usd=exceeded.cap,
                         committed_usd=exceeded.committed,
@@ -294,9 +272,7 @@ async def _reserve(
             )
             return None
         reserved = BudgetReserved(
-            run_id=state.run_id,
-            span_id=call_id,
-            at=now,
+            **driver.in_span(call_id, None, now),
             reservation_id=driver.ids.new_id(),
             user_id=user_id,
             day=day,
@@ -327,10 +303,7 @@ def release(
 ) -> BudgetReleased:
     """The event that gives ``reservation`` back unspent."""
     return BudgetReleased(
-        run_id=driver.state.run_id,
-        span_id=reservation.span_id,
-        parent_span_id=parent_span,
-        at=driver.clock.now(),
+        **driver.in_span(reservation.span_id, parent_span),
         reservation_id=reservation.reservation_id,
         user_id=reservation.user_id,
         day=reservation.day,

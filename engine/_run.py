@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import TypedDict
 
 from agentledger.events import (
@@ -52,6 +52,7 @@ from ._tool_runner import ToolRunner
 from ._tool_runner import ledger_append as key_ledger_append
 
 _PROJECTION = RunStateProjection()
+_UNWRITTEN = datetime.min.replace(tzinfo=UTC)
 
 SUMMARY_INSTRUCTIONS = (
     "You compress tool results for an agent's memory. Summarise the results below: keep every "
@@ -63,12 +64,6 @@ SUMMARY_INSTRUCTIONS = (
 def run_stream(run_id: str) -> str:
     """The stream id of a run."""
     return f"run-{run_id}"
-
-
-class _Meta(TypedDict):
-    run_id: str
-    span_id: str
-    at: datetime
 
 
 class SpanFields(TypedDict):
@@ -176,12 +171,14 @@ class RunDriver:
         self.state = state
         self.services.publish(recorded)
 
-    def _fold_ahead(self, state: RunState, events: Sequence[Event]) -> RunState:
+    @staticmethod
+    def _fold_ahead(state: RunState, events: Sequence[Event]) -> RunState:
+        # The run-state fold reads only the event and its version from the envelope, so the
+        # other envelope fields of these not-yet-written events are placeholders.
         stream = run_stream(state.run_id)
-        now = self.clock.now()
         for event in events:
             state = _PROJECTION.evolve(
-                state, RecordedEvent(stream, state.version + 1, 0, "-", now, 1, event)
+                state, RecordedEvent(stream, state.version + 1, 0, "-", _UNWRITTEN, 1, event)
             )
         return state
 
@@ -237,10 +234,7 @@ class RunDriver:
                 continue
             key = call.intent.idempotency_key if call.intent else None
             unknown = ToolOutcomeUnknown(
-                run_id=self.state.run_id,
-                span_id=call.span_id or self.ids.new_id(),
-                parent_span_id=self.state.turn_span_id,
-                at=self.clock.now(),
+                **self.in_span(call.span_id or self.ids.new_id(), self.state.turn_span_id),
                 call_id=call_id,
                 tool_name=call.call.name,
                 idempotency_key=key,
@@ -252,17 +246,18 @@ class RunDriver:
         events.append(RunCancelled(**self._meta(), reason=reason))
         await self.append(events, *ledger)
 
-    def _meta(self) -> _Meta:
+    def _meta(self) -> SpanFields:
         """The envelope fields of a run-level event (its span is the run's)."""
-        return {"run_id": self.state.run_id, "span_id": self.state.run_id, "at": self.clock.now()}
+        return self.in_span(self.state.run_id, None)
 
-    def in_span(self, span_id: str, parent: str | None) -> SpanFields:
-        """The envelope fields of an event of span ``span_id`` (child of ``parent``), now."""
+    def in_span(self, span_id: str, parent: str | None, at: datetime | None = None) -> SpanFields:
+        """The envelope fields of an event of span ``span_id`` (child of ``parent``), at ``at``
+        (default: now on the clock)."""
         return {
             "run_id": self.state.run_id,
             "span_id": span_id,
             "parent_span_id": parent,
-            "at": self.clock.now(),
+            "at": self.clock.now() if at is None else at,
         }
 
     async def _turn(self, turn: int) -> None:
@@ -271,10 +266,7 @@ class RunDriver:
         turn_span = self.ids.new_id()
         pending: list[Event] = [
             TurnStarted(
-                run_id=run_id,
-                span_id=turn_span,
-                parent_span_id=run_id,
-                at=self.clock.now(),
+                **self.in_span(turn_span, run_id),
                 turn=turn,
             )
         ]
@@ -356,10 +348,7 @@ class RunDriver:
             # The summariser failed: a marked truncation keeps the run going within the ceiling.
             fields = truncation_fallback(plan)
         compacted = MemoryCompacted(
-            run_id=self.state.run_id,
-            span_id=self.ids.new_id(),
-            parent_span_id=turn_span,
-            at=self.clock.now(),
+            **self.in_span(self.ids.new_id(), turn_span),
             **fields,
         )
         await self.append([*events, compacted], *ledger)

@@ -129,7 +129,7 @@ class ToolRunner:
         jobs: list[_Job] = []
         for pending in calls:
             span = pending.span_id or driver.ids.new_id()
-            meta = _meta(driver, span)
+            meta = driver.in_span(span, driver.state.turn_span_id)
             if pending.status == "intended":
                 job = await self._in_doubt(driver, pending, span, first, ledger)
                 if job is not None:
@@ -267,7 +267,7 @@ class ToolRunner:
                         reason = f"the reconcile hook failed: {type(exc).__name__}: {exc}"
                     if found is not None and found.status == "done":
                         outcome = ToolCallSucceeded(
-                            **_meta(driver, span),
+                            **driver.in_span(span, driver.state.turn_span_id),
                             call_id=intent.call_id,
                             tool_name=tool.name,
                             tier="reconciled",
@@ -290,7 +290,7 @@ class ToolRunner:
             reason = "the tool is no longer part of the agent"
         if outcome is None:
             outcome = ToolOutcomeUnknown(
-                **_meta(driver, span),
+                **driver.in_span(span, driver.state.turn_span_id),
                 call_id=intent.call_id,
                 tool_name=intent.tool_name,
                 idempotency_key=key,
@@ -319,7 +319,7 @@ class ToolRunner:
                 threshold=agent.breaker.threshold,
                 cooldown=agent.breaker.cooldown,
             )
-            meta = _meta(driver, tier_span, parent=job.span_id, at=now)
+            meta = driver.in_span(tier_span, job.span_id, now)
             if until is not None and now < until:
                 events.append(
                     ToolTierSkipped(
@@ -354,7 +354,7 @@ class ToolRunner:
             ended = driver.clock.now()
             events.append(
                 ToolCallSucceeded(
-                    **_meta(driver, job.span_id, at=ended),
+                    **driver.in_span(job.span_id, driver.state.turn_span_id, ended),
                     call_id=call_id,
                     tool_name=tool.name,
                     tier=tier,
@@ -367,7 +367,7 @@ class ToolRunner:
             return
         events.append(
             ToolCallDegraded(
-                **_meta(driver, job.span_id),
+                **driver.in_span(job.span_id, driver.state.turn_span_id),
                 call_id=call_id,
                 tool_name=tool.name,
                 tiers=tool.tier_names,
@@ -381,7 +381,7 @@ class ToolRunner:
     def _intent(driver: RunDriver, job: _Job) -> ToolCallIntended:
         # Calls without side effects record their intent with the outcome: nothing to protect.
         return ToolCallIntended(
-            **_meta(driver, job.span_id, at=job.intended_at),
+            **driver.in_span(job.span_id, driver.state.turn_span_id, job.intended_at),
             call_id=job.call.call.id,
             tool_name=job.tool.name,
             arguments=job.arguments,
@@ -391,17 +391,6 @@ class ToolRunner:
 def _user_id(driver: RunDriver) -> str:
     started = driver.state.started
     return started.user_id if started is not None else ""
-
-
-def _meta(
-    driver: RunDriver, span: str, *, parent: str | None = None, at: datetime | None = None
-) -> Any:
-    return {
-        "run_id": driver.state.run_id,
-        "span_id": span,
-        "parent_span_id": parent or driver.state.turn_span_id,
-        "at": at or driver.clock.now(),
-    }
 
 
 def _ms(start: datetime, end: datetime) -> float:

@@ -26,7 +26,7 @@ from ._critic import (
     RequiredKeywords,
     UserCheck,
 )
-from ._engine import Engine, RunConflictError, RunNotFoundError, RunResult, Sink
+from ._engine import Engine, RunNotFoundError, RunResult, Sink
 from ._errors import (
     EngineError,
     ModelConnectionError,
@@ -36,6 +36,7 @@ from ._errors import (
     ModelResponseError,
     ModelServerError,
     ModelTimeoutError,
+    RunConflictError,
     UnknownPriceError,
     UnknownSurfaceError,
 )

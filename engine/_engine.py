@@ -17,7 +17,6 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from agentledger.events import (
-    ConcurrencyError,
     ConfirmationApproved,
     ConfirmationDenied,
     EventStore,
@@ -44,10 +43,6 @@ Sink = Callable[[RecordedEvent], None]
 
 class RunNotFoundError(EngineError):
     """Raised when a run id names no run in the store."""
-
-
-class RunConflictError(EngineError):
-    """Raised when another engine appended to the run meanwhile (it is driven elsewhere)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,12 +223,7 @@ class Engine:
         reason = "confirmed" if state.status == "paused" else "interrupted"
         released, ledger = driver.settle_leftovers("the run was interrupted before the reply")
         resumed = RunResumed(run_id=run_id, span_id=run_id, at=self.clock.now(), reason=reason)
-        try:
-            await driver.append([*released, resumed], *ledger)
-        except ConcurrencyError as exc:
-            raise RunConflictError(
-                f"run {run_id!r} changed meanwhile; load it and try again"
-            ) from exc
+        await driver.append([*released, resumed], *ledger)
         return await self._drive(driver)
 
     async def approve(self, run_id: str, call_id: str, *, by: str | None = None) -> None:
@@ -247,7 +237,7 @@ class Engine:
             call_id=call_id,
             by=by,
         )
-        await self._append_or_conflict(driver, event)
+        await driver.append([event])
 
     async def deny(
         self, run_id: str, call_id: str, *, by: str | None = None, reason: str = ""
@@ -263,7 +253,7 @@ class Engine:
             by=by,
             reason=reason,
         )
-        await self._append_or_conflict(driver, event)
+        await driver.append([event])
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled by the caller") -> None:
         """Cancel a run: stop it if it is running here, and record ``RunCancelled``."""
@@ -349,15 +339,7 @@ class Engine:
         self._active[run_id] = active
         try:
             with active.scope:
-                try:
-                    await driver.drive()
-                except ConcurrencyError as exc:
-                    if exc.stream_id != run_stream(run_id):
-                        raise
-                    raise RunConflictError(
-                        f"run {run_id!r} was appended to by someone else (is it driven by "
-                        "another engine?)"
-                    ) from exc
+                await driver.drive()
             if active.cancel_reason is not None:
                 # Our own cancel: record it even if this task is being cancelled too.
                 with anyio.CancelScope(shield=True):
@@ -387,16 +369,6 @@ class Engine:
     @staticmethod
     def _call_span(driver: RunDriver, call_id: str) -> str:
         return driver.state.calls[call_id].span_id or driver.state.run_id
-
-    async def _append_or_conflict(
-        self, driver: RunDriver, event: ConfirmationApproved | ConfirmationDenied
-    ) -> None:
-        try:
-            await driver.append([event])
-        except ConcurrencyError as exc:
-            raise RunConflictError(
-                f"run {driver.state.run_id!r} changed meanwhile; load it and try again"
-            ) from exc
 
     def _publish(self, recorded: Sequence[RecordedEvent]) -> None:
         for event in recorded:

@@ -7,6 +7,10 @@ class EngineError(Exception):
     """Raised for any engine failure that reaches the caller (the root of this tree)."""
 
 
+class RunConflictError(EngineError):
+    """Raised when another engine appended to the run meanwhile (it is driven elsewhere)."""
+
+
 class ModelError(EngineError):
     """Raised when a model call fails; ``retryable`` says whether trying again may help."""
 

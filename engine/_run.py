@@ -44,7 +44,7 @@ from ._agent import Agent
 from ._budget import BudgetPolicy, Budgets
 from ._critic import JUDGE_CHECK_NAME
 from ._decide import CallModel, Complete, Critique, Fail, Pause, RunTools, Stop, decide
-from ._errors import EngineError
+from ._errors import EngineError, RunConflictError
 from ._model import ModelRequest
 from ._model_call import LedgerCache, call_model, ledger_append, release
 from ._ports import Clock, IdSource
@@ -160,11 +160,16 @@ class RunDriver:
         try:
             recorded = await self.store.append(run, *_merged(others))
         except ConcurrencyError as exc:
-            if opening and exc.stream_id == run.stream_id:
+            if exc.stream_id != run.stream_id:
+                raise
+            if opening:
                 raise EngineError(
                     f"run {self.state.run_id!r} already exists; use resume()"
                 ) from None
-            raise
+            raise RunConflictError(
+                f"run {self.state.run_id!r} changed meanwhile (is another engine driving "
+                "it?); load it and try again"
+            ) from exc
         self._opening = []
         # The fold reads nothing of the envelope but the version, which the expected version
         # fixes, so the state folded ahead is the state of what was written.

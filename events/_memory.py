@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Self
 
 from ._codec import EventCodec
 from ._envelope import RecordedEvent, StreamAppend
 from ._errors import ConcurrencyError, DuplicateEventError, StoreClosedError
-from ._store import Checkpoint, TailMixin, check_no_inner_duplicates, checkpoint_stream
+from ._store import Checkpoint, StoreBase, check_no_inner_duplicates, checkpoint_stream
 from ._time import Clock, utc_now
 
 
-class MemoryEventStore(TailMixin):
+class MemoryEventStore(StoreBase):
     """An ``EventStore`` that keeps everything in memory and loses it on exit.
 
     It honours the whole store contract (atomic multi-stream appends, expected versions,
@@ -32,14 +31,6 @@ class MemoryEventStore(TailMixin):
     async def __aenter__(self) -> Self:
         self._open = True
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         self._open = False

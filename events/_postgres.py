@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
 from typing import Self, TypeAlias
 
 import anyio
@@ -48,7 +47,7 @@ from ._errors import (
     StoreClosedError,
     StoreUnavailableError,
 )
-from ._store import Checkpoint, TailMixin, check_no_inner_duplicates, checkpoint_stream
+from ._store import Checkpoint, StoreBase, check_no_inner_duplicates, checkpoint_stream
 from ._time import Clock, utc_now
 
 _Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
@@ -150,7 +149,7 @@ class _Request:
         self.wake.set()
 
 
-class PostgresEventStore(TailMixin):
+class PostgresEventStore(StoreBase):
     """An ``EventStore`` in a PostgreSQL schema, shared by any number of processes and hosts.
 
     ``dsn`` is an asyncpg connection string; ``schema`` (created if missing) holds the tables, so
@@ -235,14 +234,6 @@ class PostgresEventStore(TailMixin):
         self._pool = pool
         self._closing = False
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         pool, listener = self._pool, self._listener

@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from os import PathLike
-from types import TracebackType
 from typing import Any, Self
 
 import aiosqlite
@@ -34,7 +33,7 @@ from ._sqlite_sql import (
     to_micros,
 )
 from ._sqlite_writer import PendingAppend, PreparedEvent, SqliteWriter
-from ._store import Checkpoint, TailMixin, check_no_inner_duplicates
+from ._store import Checkpoint, StoreBase, check_no_inner_duplicates
 from ._time import Clock, utc_now
 
 
@@ -68,7 +67,7 @@ class _Batch:
         self.settled = anyio.Event()
 
 
-class SqliteEventStore(TailMixin):
+class SqliteEventStore(StoreBase):
     """An ``EventStore`` in one SQLite file, safe to open from several processes at once.
 
     The file is put in WAL mode; readers never block the writer. Appends from concurrent tasks
@@ -161,14 +160,6 @@ class SqliteEventStore(TailMixin):
         )
         self._open = True
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         if not self._open:

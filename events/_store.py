@@ -128,8 +128,9 @@ def check_no_inner_duplicates(appends: Sequence[StreamAppend]) -> None:
         raise DuplicateEventError(dupes)
 
 
-class TailMixin:
-    """``subscribe`` for any store with ``read_all``: page through, then wait for a wake-up.
+class StoreBase:
+    """What every backend shares: ``async with`` closing through ``aclose``, and ``subscribe``
+    for any store with ``read_all`` (page through, then wait for a wake-up).
 
     Backends call ``_wake_tails()`` after each commit so tails in this process see new events at
     once; the poll interval bounds how late they see other processes' commits.
@@ -149,6 +150,17 @@ class TailMixin:
 
     async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     async def subscribe(
         self, *, after: int = 0, poll_interval: float = 0.2

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -43,6 +42,7 @@ from agentledger.projections._spend import LedgerState, fold_ledger
 from ._budget import BudgetPolicy, check_reservation, day_stream
 from ._errors import EngineError, ModelError, ModelRateLimitedError, ModelTimeoutError
 from ._model import Model, ModelReply, ModelRequest
+from ._ports import elapsed_ms
 from ._pricing import max_input_tokens
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ async def call_model(
                         finish_reason=reply.finish_reason,
                         usage=reply.usage,
                         cost_usd=cost,
-                        duration_ms=_ms(started, ended),
+                        duration_ms=elapsed_ms(started, ended),
                     )
                 )
                 if reservation is not None:
@@ -183,7 +183,7 @@ async def call_model(
                     message=str(error),
                     status_code=error.status_code,
                     retry_after_s=retry_after,
-                    duration_ms=_ms(started, ended),
+                    duration_ms=elapsed_ms(started, ended),
                 )
             ]
             ledger: list[StreamAppend] = []
@@ -330,7 +330,3 @@ def _digest(body: bytes, request: ModelRequest) -> str:
     tools = ",".join(sorted(t.name for t in request.tools)).encode()
     limit = str(request.max_tokens).encode()
     return hashlib.sha256(body + b"\0" + tools + b"\0" + limit).hexdigest()[:32]
-
-
-def _ms(start: datetime, end: datetime) -> float:
-    return (end - start).total_seconds() * 1000

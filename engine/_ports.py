@@ -36,6 +36,11 @@ class IdSource(Protocol):
         ...
 
 
+def elapsed_ms(start: datetime, end: datetime) -> float:
+    """Milliseconds from ``start`` to ``end``, two readings of a ``Clock``."""
+    return (end - start).total_seconds() * 1000
+
+
 class SystemClock:
     """The machine's clock in UTC."""
 

@@ -44,6 +44,7 @@ from agentledger.projections._tool_health import (
 )
 
 from ._idempotency import fold_key, judge, key_stream
+from ._ports import elapsed_ms
 from ._tool_keys import canonical_arguments
 from ._tool_validation import RejectedCall, validate_call
 from ._tools import Tool, ToolContext
@@ -347,7 +348,7 @@ class ToolRunner:
                         tier=tier,
                         error_type=type(exc).__name__,
                         message=str(exc)[:2000] or type(exc).__name__,
-                        duration_ms=_ms(now, ended),
+                        duration_ms=elapsed_ms(now, ended),
                     )
                 )
                 continue
@@ -360,7 +361,7 @@ class ToolRunner:
                     tier=tier,
                     result=result,
                     idempotency_key=job.key,
-                    duration_ms=_ms(now, ended),
+                    duration_ms=elapsed_ms(now, ended),
                 )
             )
             outcomes[index] = events
@@ -391,10 +392,6 @@ class ToolRunner:
 def _user_id(driver: RunDriver) -> str:
     started = driver.state.started
     return started.user_id if started is not None else ""
-
-
-def _ms(start: datetime, end: datetime) -> float:
-    return (end - start).total_seconds() * 1000
 
 
 def ledger_append(driver: RunDriver, key: str, outcome: Event) -> StreamAppend:

@@ -7,17 +7,28 @@ Test doubles for agents (a scripted model, a fake clock, sequential ids) live in
 ``agentledger.engine.testing``.
 """
 
-from agentledger.projections._memory_view import MemoryPolicy
-
-from ._agent import DEGRADED_TOOL_INSTRUCTION, Agent, BreakerPolicy, RetryPolicy
-from ._anthropic import AnthropicModel, anthropic_tool_schema
-from ._budget import BudgetExceededReason, BudgetPolicy, Budgets, check_reservation, day_stream
-from ._critic import (
+from agentledger.engine.models._anthropic import AnthropicModel, anthropic_tool_schema
+from agentledger.engine.models._model import Model, ModelReply, ModelRequest, ToolSpec
+from agentledger.engine.models._openai import OpenAIChatModel, openai_tool_schema
+from agentledger.engine.models._pricing import (
+    Price,
+    TokenEstimator,
+    approximate_tokens,
+    lookup_price,
+    max_input_tokens,
+)
+from agentledger.engine.policies._budget import (
+    BudgetExceededReason,
+    BudgetPolicy,
+    Budgets,
+    check_reservation,
+    day_stream,
+)
+from agentledger.engine.policies._checks import (
     JUDGE_CHECK_NAME,
     BannedPhrases,
     Check,
     Citations,
-    Critic,
     CriticConfigError,
     JsonSchema,
     JudgeVerdict,
@@ -26,6 +37,13 @@ from ._critic import (
     RequiredKeywords,
     UserCheck,
 )
+from agentledger.engine.policies._critic import Critic
+from agentledger.engine.tools._tool_keys import canonical_arguments, idempotency_key
+from agentledger.engine.tools._tool_validation import RejectedCall, ValidCall, validate_call
+from agentledger.engine.tools._tools import Reconciled, Tool, ToolContext, to_json_value, tool
+from agentledger.projections._memory_view import MemoryPolicy
+
+from ._agent import DEGRADED_TOOL_INSTRUCTION, Agent, BreakerPolicy, RetryPolicy
 from ._engine import Engine, RunNotFoundError, RunResult, Sink
 from ._errors import (
     EngineError,
@@ -40,15 +58,9 @@ from ._errors import (
     UnknownPriceError,
     UnknownSurfaceError,
 )
-from ._model import Model, ModelReply, ModelRequest, ToolSpec
-from ._openai import OpenAIChatModel, openai_tool_schema
 from ._ports import Clock, IdSource, RandomIds, SystemClock
-from ._pricing import Price, TokenEstimator, approximate_tokens, lookup_price, max_input_tokens
 from ._replay import ReplayReport
 from ._sink import JsonLinesSink, event_line
-from ._tool_keys import canonical_arguments, idempotency_key
-from ._tool_validation import RejectedCall, ValidCall, validate_call
-from ._tools import Reconciled, Tool, ToolContext, to_json_value, tool
 
 __all__ = [
     "DEGRADED_TOOL_INSTRUCTION",

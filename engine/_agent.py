@@ -8,12 +8,11 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
+from agentledger.engine.models._model import Model, ToolSpec
+from agentledger.engine.models._pricing import Price, resolve_price
+from agentledger.engine.policies._critic import Critic
+from agentledger.engine.tools._tools import Tool
 from agentledger.projections._memory_view import MemoryPolicy
-
-from ._critic import Critic
-from ._model import Model, ToolSpec
-from ._pricing import Price, resolve_price
-from ._tools import Tool
 
 DEGRADED_TOOL_INSTRUCTION = (
     'If a tool result has "status": "degraded", that tool is unavailable for the rest of this '

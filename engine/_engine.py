@@ -16,6 +16,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
+from agentledger.engine.policies._budget import Budgets, day_stream
 from agentledger.events import (
     ConfirmationApproved,
     ConfirmationDenied,
@@ -29,7 +30,6 @@ from agentledger.projections._run_state import RunState, RunStatus, fold_run
 from agentledger.projections._spend import LedgerState, fold_ledger
 
 from ._agent import Agent
-from ._budget import Budgets, day_stream
 from ._errors import EngineError
 from ._model_call import LedgerCache
 from ._ports import Clock, IdSource, RandomIds, SystemClock

@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING
 import anyio
 from pydantic import TypeAdapter
 
+from agentledger.engine.models._model import Model, ModelReply, ModelRequest
+from agentledger.engine.models._pricing import max_input_tokens
+from agentledger.engine.policies._budget import BudgetPolicy, check_reservation, day_stream
 from agentledger.events import (
     BudgetExceeded,
     BudgetReleased,
@@ -39,11 +42,8 @@ from agentledger.events import (
 from agentledger.projections._messages import Message
 from agentledger.projections._spend import LedgerState, fold_ledger
 
-from ._budget import BudgetPolicy, check_reservation, day_stream
 from ._errors import EngineError, ModelError, ModelRateLimitedError, ModelTimeoutError
-from ._model import Model, ModelReply, ModelRequest
 from ._ports import elapsed_ms
-from ._pricing import max_input_tokens
 
 if TYPE_CHECKING:
     from ._run import RunDriver

@@ -14,6 +14,11 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+from agentledger.engine.models._model import ModelReply, ModelRequest
+from agentledger.engine.models._pricing import Price
+from agentledger.engine.policies._budget import Budgets, day_stream
+from agentledger.engine.tools._idempotency import key_stream
+from agentledger.engine.tools._tools import Tool, ToolContext
 from agentledger.events import (
     EventStore,
     MemoryEventStore,
@@ -27,14 +32,9 @@ from agentledger.projections._spend import fold_ledger
 from agentledger.replay import Divergence, NondeterminismError, Tape, first_divergence
 
 from ._agent import Agent
-from ._budget import Budgets, day_stream
 from ._errors import EngineError, model_error_class
-from ._idempotency import key_stream
-from ._model import ModelReply, ModelRequest
 from ._model_call import request_digest
-from ._pricing import Price
 from ._run import run_stream
-from ._tools import Tool, ToolContext
 from .testing import FakeClock, SequentialIds
 
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TypedDict
 
+from agentledger.engine.models._model import ModelRequest
+from agentledger.engine.policies._budget import BudgetPolicy, Budgets
+from agentledger.engine.policies._checks import JUDGE_CHECK_NAME
 from agentledger.events import (
     CheckResult,
     ConcurrencyError,
@@ -41,11 +44,8 @@ from agentledger.projections._messages import Message, SystemMessage, UserMessag
 from agentledger.projections._run_state import RunState, RunStateProjection
 
 from ._agent import Agent
-from ._budget import BudgetPolicy, Budgets
-from ._critic import JUDGE_CHECK_NAME
 from ._decide import CallModel, Complete, Critique, Fail, Pause, RunTools, Stop, decide
 from ._errors import EngineError, RunConflictError
-from ._model import ModelRequest
 from ._model_call import LedgerCache, call_model, ledger_append, release
 from ._ports import Clock, IdSource
 from ._tool_runner import ToolRunner

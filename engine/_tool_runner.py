@@ -19,6 +19,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic import JsonValue, ValidationError
 
+from agentledger.engine.tools._idempotency import fold_key, judge, key_stream
+from agentledger.engine.tools._tool_keys import canonical_arguments
+from agentledger.engine.tools._tool_validation import RejectedCall, validate_call
+from agentledger.engine.tools._tools import Tool, ToolContext
 from agentledger.events import (
     ConcurrencyError,
     ConfirmationRequested,
@@ -43,11 +47,7 @@ from agentledger.projections._tool_health import (
     circuit_open_until,
 )
 
-from ._idempotency import fold_key, judge, key_stream
 from ._ports import elapsed_ms
-from ._tool_keys import canonical_arguments
-from ._tool_validation import RejectedCall, validate_call
-from ._tools import Tool, ToolContext
 
 if TYPE_CHECKING:
     from ._run import RunDriver

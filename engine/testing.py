@@ -23,10 +23,9 @@ from typing import Any
 
 import orjson
 
+from agentledger.engine.models._model import ModelReply, ModelRequest
+from agentledger.engine.models._pricing import Price
 from agentledger.events import ToolCall, Usage
-
-from ._model import ModelReply, ModelRequest
-from ._pricing import Price
 
 
 class FakeClock:

@@ -14,11 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentledger.engine._anthropic import (
-    AnthropicModel,
-    anthropic_messages,
-    anthropic_tool_schema,
-)
 from agentledger.engine._errors import (
     ModelConnectionError,
     ModelRateLimitedError,
@@ -27,7 +22,12 @@ from agentledger.engine._errors import (
     ModelServerError,
     ModelTimeoutError,
 )
-from agentledger.engine._model import Model, ModelReply, ModelRequest, ToolSpec
+from agentledger.engine.models._anthropic import (
+    AnthropicModel,
+    anthropic_messages,
+    anthropic_tool_schema,
+)
+from agentledger.engine.models._model import Model, ModelReply, ModelRequest, ToolSpec
 from agentledger.events import ToolCall, Usage
 from agentledger.projections._messages import (
     AssistantMessage,

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentledger.engine._budget import (
+from agentledger.engine._errors import EngineError, UnknownSurfaceError
+from agentledger.engine.policies._budget import (
     BudgetExceededReason,
     BudgetPolicy,
     Budgets,
     check_reservation,
     day_stream,
 )
-from agentledger.engine._errors import EngineError, UnknownSurfaceError
 
 D = Decimal
 FREE = BudgetPolicy(per_run_usd=D("0.05"), per_user_day_usd=D("1.00"))

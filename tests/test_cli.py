@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agentledger.engine._cli import main
+from agentledger.engine.cli import main
 
 
 def test_help_lists_every_command() -> None:

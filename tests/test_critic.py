@@ -10,12 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from agentledger.engine._critic import (
+from agentledger.engine._errors import EngineError
+from agentledger.engine.models._model import ModelReply
+from agentledger.engine.policies._checks import (
     JUDGE_CHECK_NAME,
     BannedPhrases,
     Check,
     Citations,
-    Critic,
     CriticConfigError,
     JsonSchema,
     JudgeVerdict,
@@ -24,8 +25,7 @@ from agentledger.engine._critic import (
     RequiredKeywords,
     UserCheck,
 )
-from agentledger.engine._errors import EngineError
-from agentledger.engine._model import ModelReply
+from agentledger.engine.policies._critic import Critic
 from agentledger.engine.testing import ScriptedModel
 from agentledger.events import CheckResult
 from agentledger.projections import SystemMessage, UserMessage

@@ -19,8 +19,8 @@ from agentledger.engine._errors import (
     ModelServerError,
     ModelTimeoutError,
 )
-from agentledger.engine._model import Model, ModelReply, ModelRequest, ToolSpec
-from agentledger.engine._openai import OpenAIChatModel, openai_tool_schema
+from agentledger.engine.models._model import Model, ModelReply, ModelRequest, ToolSpec
+from agentledger.engine.models._openai import OpenAIChatModel, openai_tool_schema
 from agentledger.events import ToolCall, Usage
 from agentledger.projections._messages import (
     AssistantMessage,

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentledger.engine._errors import EngineError, UnknownPriceError
-from agentledger.engine._pricing import (
+from agentledger.engine.models._pricing import (
     PER_MESSAGE_OVERHEAD_TOKENS,
     PER_REQUEST_OVERHEAD_TOKENS,
     Price,

@@ -11,7 +11,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentledger.engine._budget import day_stream
+from agentledger.engine.policies._budget import day_stream
 from agentledger.events import (
     BudgetReleased,
     BudgetReserved,

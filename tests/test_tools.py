@@ -14,14 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from agentledger.engine._tool_keys import canonical_arguments, idempotency_key
-from agentledger.engine._tool_validation import (
+from agentledger.engine.tools._tool_keys import canonical_arguments, idempotency_key
+from agentledger.engine.tools._tool_validation import (
     MAX_ARGUMENT_DEPTH,
     RejectedCall,
     ValidCall,
     validate_call,
 )
-from agentledger.engine._tools import (
+from agentledger.engine.tools._tools import (
     Reconciled,
     Tool,
     ToolContext,

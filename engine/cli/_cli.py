@@ -11,6 +11,8 @@ from pathlib import Path
 
 import anyio
 
+from agentledger.engine._engine import Engine
+from agentledger.engine._sink import event_line
 from agentledger.events import EventStore, RecordedEvent, SqliteEventStore
 from agentledger.projections import (
     CriticStatsRows,
@@ -22,9 +24,6 @@ from agentledger.projections import (
     list_runs,
     spend_by_day,
 )
-
-from ._engine import Engine
-from ._sink import event_line
 
 DEFAULT_DB = "agentledger.db"
 

@@ -19,9 +19,8 @@ from datetime import datetime
 from decimal import Decimal, Inexact, localcontext
 from typing import TYPE_CHECKING, Protocol
 
+from agentledger.engine._errors import UnknownPriceError
 from agentledger.events import Usage
-
-from ._errors import UnknownPriceError
 
 if TYPE_CHECKING:
     from genai_prices.types import ConditionalPrice, ModelPrice, TieredPrices

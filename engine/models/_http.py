@@ -18,7 +18,7 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ._errors import (
+from agentledger.engine._errors import (
     ModelConnectionError,
     ModelError,
     ModelRateLimitedError,

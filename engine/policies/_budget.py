@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ._errors import UnknownSurfaceError
+from agentledger.engine._errors import UnknownSurfaceError
 
 BudgetScope = Literal["run", "user_day"]
 """Which cap a reservation would pass: the run's, or the user's for the day."""

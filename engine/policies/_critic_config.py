@@ -1,4 +1,5 @@
-"""``Critic.from_config``: a critic built from plain data (JSON, TOML, a surface's settings).
+"""The critic's parts built from plain data (JSON, TOML, a surface's settings), for
+``Critic.from_config``.
 
 The data is validated by private pydantic models (unknown fields refused, scalars strict so
 ``"800"`` is no length); user callables and judge models cannot be data, so they are passed in
@@ -21,11 +22,12 @@ from pydantic import (
     ValidationError,
 )
 
-from ._critic import (
+from agentledger.engine.models._model import Model
+
+from ._checks import (
     BannedPhrases,
     Check,
     Citations,
-    Critic,
     CriticConfigError,
     JsonSchema,
     LLMJudge,
@@ -33,7 +35,6 @@ from ._critic import (
     RequiredKeywords,
     UserCheck,
 )
-from ._model import Model
 
 
 class _Config(BaseModel):
@@ -144,12 +145,13 @@ def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
     return found
 
 
-def build_critic(
+def build_critic_parts(
     config: Mapping[str, Any],
     callables: Mapping[str, Callable[[str], str | None]],
     models: Mapping[str, Model],
-) -> Critic:
-    """The critic ``config`` describes; ``CriticConfigError`` listing every problem found."""
+) -> tuple[tuple[Check, ...], LLMJudge | None, int]:
+    """The checks, judge and revision limit ``config`` describes; ``CriticConfigError`` listing
+    every problem found."""
     if not isinstance(config, Mapping):
         raise CriticConfigError([f"expected a mapping, got {type(config).__name__}"])
     try:
@@ -165,10 +167,7 @@ def build_critic(
     judge = None if parsed.judge is None else _build_judge(parsed.judge, models, problems)
     if problems:
         raise CriticConfigError(problems)
-    try:
-        return Critic(checks, judge, parsed.max_revisions)
-    except ValueError as exc:  # duplicate check names
-        raise CriticConfigError([str(exc)]) from None
+    return tuple(checks), judge, parsed.max_revisions
 
 
 def _build_check(

@@ -14,13 +14,14 @@ from decimal import Decimal
 
 from pydantic import BaseModel, Field
 
-from ._agent import Agent
-from ._budget import BudgetPolicy, Budgets
-from ._critic import Critic, MaxLength, RequiredKeywords
-from ._model import ModelReply, ModelRequest
-from ._pricing import Price
-from ._tools import ToolContext, tool
-from .testing import call, reply
+from agentledger.engine._agent import Agent
+from agentledger.engine.models._model import ModelReply, ModelRequest
+from agentledger.engine.models._pricing import Price
+from agentledger.engine.policies._budget import BudgetPolicy, Budgets
+from agentledger.engine.policies._checks import MaxLength, RequiredKeywords
+from agentledger.engine.policies._critic import Critic
+from agentledger.engine.testing import call, reply
+from agentledger.engine.tools._tools import ToolContext, tool
 
 
 class WeatherQuery(BaseModel):

@@ -24,7 +24,8 @@ import orjson
 from pydantic import BaseModel, JsonValue, RootModel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from ._model import ToolSpec
+from agentledger.engine.models._model import ToolSpec
+
 from ._tool_keys import idempotency_key
 from ._tool_schema import argument_schema
 

@@ -1,0 +1,1 @@
+"""Model clients: the ``Model`` port, OpenAI-compatible and Anthropic clients, pricing."""

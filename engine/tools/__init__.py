@@ -1,0 +1,1 @@
+"""Tools: the ``tool`` decorator and tiers, argument validation, schemas and idempotency keys."""

@@ -42,6 +42,7 @@ from agentledger.engine.tools._tool_keys import canonical_arguments, idempotency
 from agentledger.engine.tools._tool_validation import RejectedCall, ValidCall, validate_call
 from agentledger.engine.tools._tools import Reconciled, Tool, ToolContext, to_json_value, tool
 from agentledger.projections._memory_view import MemoryPolicy
+from agentledger.replay import ReplayReport
 
 from ._agent import DEGRADED_TOOL_INSTRUCTION, Agent, BreakerPolicy, RetryPolicy
 from ._engine import Engine, RunNotFoundError, RunResult, Sink
@@ -54,13 +55,15 @@ from ._errors import (
     ModelResponseError,
     ModelServerError,
     ModelTimeoutError,
+    RunActiveError,
+    RunBusyError,
     RunConflictError,
+    RunExistsError,
     UnknownPriceError,
     UnknownSurfaceError,
 )
-from ._ports import Clock, IdSource, RandomIds, SystemClock
-from ._replay import ReplayReport
 from ._sink import JsonLinesSink, event_line
+from .loop._ports import Clock, IdSource, RandomIds, SystemClock
 
 __all__ = [
     "DEGRADED_TOOL_INSTRUCTION",
@@ -104,7 +107,10 @@ __all__ = [
     "ReplayReport",
     "RequiredKeywords",
     "RetryPolicy",
+    "RunActiveError",
+    "RunBusyError",
     "RunConflictError",
+    "RunExistsError",
     "RunNotFoundError",
     "RunResult",
     "Sink",

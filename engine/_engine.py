@@ -1,11 +1,11 @@
-"""``Engine``: the façade a service embeds. It starts, streams, resumes and cancels runs."""
+"""``Engine``: the façade a service embeds. It runs, streams, resumes, cancels and replays runs."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import suppress
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -16,26 +16,28 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from agentledger.engine.policies._budget import Budgets, day_stream
 from agentledger.events import (
     ConfirmationApproved,
     ConfirmationDenied,
     EventStore,
     RecordedEvent,
-    RunResumed,
-    RunStarted,
     Usage,
 )
 from agentledger.projections._run_state import RunState, RunStatus, fold_run
 from agentledger.projections._spend import LedgerState, fold_ledger
+from agentledger.projections._streams import day_stream, is_run_stream, run_stream
+from agentledger.projections._tool_health import ToolHealthView
+from agentledger.replay import Replayer, ReplayReport
 
 from ._agent import Agent
-from ._errors import EngineError
-from ._model_call import LedgerCache
-from ._ports import Clock, IdSource, RandomIds, SystemClock
-from ._replay import ReplayReport, replay_run
-from ._run import EngineServices, RunDriver, run_stream
-from ._tool_runner import ToolHealthBook, ToolRunner
+from ._errors import EngineError, RunActiveError, RunBusyError, RunExistsError
+from ._replaying import ReplayDriver
+from .loop._driver import cancel_run, drive
+from .loop._live import LiveHealth, LiveKeys, LiveLedgers, LiveModels, LiveTools, ledger_folds
+from .loop._perform_run import in_flight_until, run_resumed, run_started
+from .loop._ports import Clock, IdSource, OpenGate, Ports, RandomIds, SystemClock
+from .loop._recorder import Recorder
+from .policies._budget import Budgets
 
 Sink = Callable[[RecordedEvent], None]
 """Called with every event the engine appends, after it commits (e.g. ``JsonLinesSink``)."""
@@ -79,8 +81,10 @@ class RunResult:
 
 @dataclass
 class _Active:
-    scope: anyio.CancelScope
-    driver: RunDriver
+    """A run this engine is driving."""
+
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    recorder: Recorder | None = None
     cancel_reason: str | None = None
 
 
@@ -91,7 +95,11 @@ class Engine:
     ``clock`` and ``ids`` are the ports for time and identity; ``sink`` sees every appended
     event; ``budgets`` sets the spending caps per surface (pattern 5; without it nothing is
     capped, though every call's cost is still recorded). Many runs may go on at once in one
-    engine, from many tasks.
+    engine, from many tasks; one run is driven by one engine at a time.
+
+    Tool health (the circuit breakers) is folded from the store, so every engine on one store
+    shares it; ``health_refresh`` is how many seconds the breakers may go without reading what
+    other processes recorded (this engine's own outcomes count at once).
     """
 
     def __init__(
@@ -103,6 +111,7 @@ class Engine:
         ids: IdSource | None = None,
         sink: Sink | None = None,
         budgets: Budgets | None = None,
+        health_refresh: float = 1.0,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or SystemClock()
@@ -110,16 +119,10 @@ class Engine:
         self.budgets = budgets
         self._sink = sink
         self._agents = {a.name: a for a in agents}
-        self._tools = ToolRunner(ToolHealthBook())
-        self._services = EngineServices(
-            store=store,
-            clock=self.clock,
-            ids=self.ids,
-            tools=self._tools,
-            ledgers=LedgerCache(),
-            budgets=budgets,
-            publish=self._publish,
-        )
+        self._health = ToolHealthView(store, refresh_interval=health_refresh)
+        day_folds, key_folds = ledger_folds(store)
+        self._ledgers = LiveLedgers(day_folds)
+        self._keys = LiveKeys(key_folds)
         self._active: dict[str, _Active] = {}
         self._listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent]]] = defaultdict(list)
         self._task_group: TaskGroup | None = None
@@ -156,11 +159,27 @@ class Engine:
     ) -> RunResult:
         """Start a run of ``agent`` on ``task`` and drive it until it ends or pauses.
 
-        The run's ``RunStarted`` is written with its first step (a model reply, a budget
-        reservation or a failure), so a run that dies before that leaves nothing to resume.
+        The run's ``RunStarted`` is written with its first write (after its first model reply,
+        with a budget reservation, or with a failure), so a run that dies before that leaves
+        nothing to resume. Raises ``RunExistsError`` if ``run_id`` names a stored run and
+        ``RunActiveError`` if this engine is driving that id right now.
         """
-        driver = await self._start(agent, task, user_id=user_id, surface=surface, run_id=run_id)
-        return await self._drive(driver)
+        given = run_id is not None
+        run_id = run_id or self.ids.new_id()
+        with self._driving(run_id) as active:
+            self.register(agent)
+            if self.budgets is not None:
+                self.budgets.policy(surface)  # an unknown surface fails before the run exists
+            # Checked before any model is called; a race with another process starting the same
+            # id is still caught, by the expected version of the first write.
+            if given and await self.store.stream_version(run_stream(run_id)) > 0:
+                raise RunExistsError(f"run {run_id!r} already exists; use resume()")
+            recorder = self._recorder(RunState(run_id=run_id))
+            started = run_started(
+                agent, run_id, task, user_id=user_id, surface=surface, at=self.clock.now()
+            )
+            recorder.stage([started])
+            return await self._drive(active, recorder, agent)
 
     async def stream(
         self,
@@ -184,7 +203,7 @@ class Engine:
         self._listeners[run_id].append(send)
         failure: list[BaseException] = []
 
-        async def drive() -> None:
+        async def run() -> None:
             with send:
                 try:
                     await self.run(agent, task, user_id=user_id, surface=surface, run_id=run_id)
@@ -196,64 +215,82 @@ class Engine:
                     if not listeners:
                         del self._listeners[run_id]
 
-        self._task_group.start_soon(drive)
+        self._task_group.start_soon(run)
         with receive:
             async for recorded in receive:
                 yield recorded
         if failure:
             raise failure[0]
 
-    async def resume(self, run_id: str, *, agent: Agent | None = None) -> RunResult:
-        """Continue a run after a crash, a restart or an approval; a no-op for ended runs."""
-        state = await self.load(run_id)
-        assert state.started is not None
-        if agent is None:
-            agent = self._agents.get(state.started.agent)
+    async def resume(
+        self, run_id: str, *, agent: Agent | None = None, takeover: bool = False
+    ) -> RunResult:
+        """Continue a run after a crash, a restart or an approval; a no-op for ended runs.
+
+        A model request left without answer is made again; a side effect left in flight is
+        claimed, then reconciled, re-run (``retry_safe``) or reported unknown to the model.
+        Raises ``RunActiveError`` if this engine is driving the run, and ``RunBusyError`` while
+        a side effect of the run may still be running in another session (until its time
+        limit, ``retry_at``). ``takeover=True`` resumes at once all the same: use it only when
+        the process that drove the run is known to be gone (a supervisor restarting the one
+        worker that crashed), or the side effect may happen twice.
+        """
+        with self._driving(run_id) as active:
+            state = await self.load(run_id)
+            assert state.started is not None
             if agent is None:
-                raise EngineError(
-                    f"run {run_id!r} belongs to agent {state.started.agent!r}, which this engine "
-                    "does not know; pass it to Engine(agents=[...]) or resume(agent=...)"
+                agent = self._agents.get(state.started.agent)
+                if agent is None:
+                    raise EngineError(
+                        f"run {run_id!r} belongs to agent {state.started.agent!r}, which this "
+                        "engine does not know; pass it to Engine(agents=[...]) or resume(agent=...)"
+                    )
+            if state.is_terminal:
+                return RunResult.of(state)
+            awaiting = any(c.status == "awaiting_confirmation" for c in state.calls.values())
+            if state.status == "paused" and awaiting:
+                return RunResult.of(state)
+            until = None if takeover else in_flight_until(state)
+            if until is not None and self.clock.now() < until:
+                raise RunBusyError(
+                    f"run {run_id!r} has a side effect in flight in another session until "
+                    f"{until.isoformat()}; resume it after that",
+                    retry_at=until,
                 )
-        if state.is_terminal:
-            return RunResult.of(state)
-        driver = self._driver(agent, state)
-        awaiting = any(c.status == "awaiting_confirmation" for c in state.calls.values())
-        if state.status == "paused" and awaiting:
-            return RunResult.of(state)
-        reason = "confirmed" if state.status == "paused" else "interrupted"
-        released, ledger = driver.settle_leftovers("the run was interrupted before the reply")
-        resumed = RunResumed(run_id=run_id, span_id=run_id, at=self.clock.now(), reason=reason)
-        await driver.append([*released, resumed], *ledger)
-        return await self._drive(driver)
+            recorder = self._recorder(state)
+            # Written at once, with the run's expected version: of two sessions resuming from
+            # one state, the second stops here, before it asks anything of the world.
+            await recorder.commit([run_resumed(state, self.clock)])
+            return await self._drive(active, recorder, agent)
 
     async def approve(self, run_id: str, call_id: str, *, by: str | None = None) -> None:
         """Record a person's yes to a pending tool call; then ``resume`` the run."""
-        driver = await self._awaiting(run_id, call_id)
+        state = await self._awaiting(run_id, call_id)
         event = ConfirmationApproved(
             run_id=run_id,
-            span_id=self._call_span(driver, call_id),
-            parent_span_id=driver.state.turn_span_id,
+            span_id=self._call_span(state, call_id),
+            parent_span_id=state.turn_span_id,
             at=self.clock.now(),
             call_id=call_id,
             by=by,
         )
-        await driver.append([event])
+        await self._recorder(state).commit([event])
 
     async def deny(
         self, run_id: str, call_id: str, *, by: str | None = None, reason: str = ""
     ) -> None:
         """Record a person's no to a pending tool call (the model is told); then ``resume``."""
-        driver = await self._awaiting(run_id, call_id)
+        state = await self._awaiting(run_id, call_id)
         event = ConfirmationDenied(
             run_id=run_id,
-            span_id=self._call_span(driver, call_id),
-            parent_span_id=driver.state.turn_span_id,
+            span_id=self._call_span(state, call_id),
+            parent_span_id=state.turn_span_id,
             at=self.clock.now(),
             call_id=call_id,
             by=by,
             reason=reason,
         )
-        await driver.append([event])
+        await self._recorder(state).commit([event])
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled by the caller") -> None:
         """Cancel a run: stop it if it is running here, and record ``RunCancelled``."""
@@ -264,7 +301,7 @@ class Engine:
             return
         state = await self.load(run_id)
         if not state.is_terminal:
-            await self._driver(None, state).cancel(reason)
+            await cancel_run(self._recorder(state), self.clock, self.ids, reason)
 
     async def load(self, run_id: str) -> RunState:
         """The run's current state, folded from its stream."""
@@ -282,18 +319,18 @@ class Engine:
         return fold_ledger(await self.store.read_stream(run_stream(run_id)))
 
     async def replay(self, run_id: str, *, agent: Agent | None = None) -> ReplayReport:
-        """Run ``run_id`` again from its own log (no model is called, no tool runs) with
-        ``agent`` (default: the registered agent of that name) and report the first divergence.
+        """Run ``run_id`` again from its own log with ``agent`` (default: the registered agent of
+        that name) and report the first divergence. No model is called, no tool runs, and
+        nothing is written to this engine's store.
 
-        Use it to check that a new prompt or code still reproduces old runs, and to re-derive a
-        run's spend. Nothing is written to this engine's store.
+        Use it to check that a new prompt or code still reproduces old runs.
         """
         state = await self.load(run_id)
         assert state.started is not None
         agent = agent or self._agents.get(state.started.agent)
         if agent is None:
             raise EngineError(f"no agent named {state.started.agent!r} to replay run {run_id!r}")
-        return await replay_run(self.store, run_id, agent, self.budgets)
+        return await Replayer(self.store).replay(run_id, ReplayDriver(agent, self.budgets))
 
     async def result(self, run_id: str) -> RunResult:
         """Where the run stands, from the store."""
@@ -301,82 +338,68 @@ class Engine:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _driver(self, agent: Agent | None, state: RunState) -> RunDriver:
-        return RunDriver(self._services, agent, state)
-
-    async def _start(
-        self, agent: Agent, task: str, *, user_id: str, surface: str, run_id: str | None
-    ) -> RunDriver:
-        self.register(agent)
-        if self.budgets is not None:
-            self.budgets.policy(surface)  # an unknown surface fails before the run exists
-        if run_id is None:
-            run_id = self.ids.new_id()
-        elif await self.store.stream_version(run_stream(run_id)) > 0:
-            # Checked before any model is called; a race with another start of the same id is
-            # still caught, by the expected version of the first write.
-            raise EngineError(f"run {run_id!r} already exists; use resume()")
-        driver = self._driver(agent, RunState(run_id=run_id))
-        started = RunStarted(
-            run_id=run_id,
-            span_id=run_id,
-            at=self.clock.now(),
-            agent=agent.name,
-            model=agent.model.name,
-            task=task,
-            user_id=user_id,
-            surface=surface,
-            system_prompt=agent.full_system_prompt(),
-        )
-        # Written with the run's first step (one commit fewer per run); until then the run is
-        # not in the store, and a crash before it leaves nothing behind to resume.
-        driver.open(started)
-        return driver
-
-    async def _drive(self, driver: RunDriver) -> RunResult:
-        run_id = driver.state.run_id
-        active = _Active(anyio.CancelScope(), driver)
-        self._active[run_id] = active
+    @contextmanager
+    def _driving(self, run_id: str) -> Iterator[_Active]:
+        """Mark ``run_id`` as driven by this engine for the block (taken before any await)."""
+        if run_id in self._active:
+            raise RunActiveError(f"run {run_id!r} is already being driven by this engine")
+        active = self._active[run_id] = _Active()
         try:
-            with active.scope:
-                await driver.drive()
-            if active.cancel_reason is not None:
-                # Our own cancel: record it even if this task is being cancelled too.
-                with anyio.CancelScope(shield=True):
-                    await self._record_cancel(driver, active.cancel_reason)
+            yield active
         finally:
             del self._active[run_id]
-        return RunResult.of(driver.state)
 
-    async def _record_cancel(self, driver: RunDriver, reason: str) -> None:
-        # An append cut short by the cancel may have committed: fold from the store first
-        # (unless nothing is there yet, and the run's start is still to be written with it).
-        recorded = await self.store.read_stream(run_stream(driver.state.run_id))
-        if recorded:
-            driver.state = fold_run(recorded)
-            driver.opened()
-        if not driver.state.is_terminal:
-            await driver.cancel(reason)
+    def _recorder(self, state: RunState) -> Recorder:
+        return Recorder(self.store, self.ids, state, self._publish)
 
-    async def _awaiting(self, run_id: str, call_id: str) -> RunDriver:
+    def _ports(self, agent: Agent) -> Ports:
+        models = {m.name: m for m in agent.models}
+        if agent.summary_model is not None:
+            models[agent.summary_model.name] = agent.summary_model
+        if agent.critic is not None and agent.critic.judge is not None:
+            models.setdefault(agent.critic.judge.model.name, agent.critic.judge.model)
+        return Ports(
+            clock=self.clock,
+            ids=self.ids,
+            models=LiveModels(models, self.clock, agent.model_timeout),
+            tools=LiveTools(agent.tools_by_name, self.clock, agent.tool_timeout),
+            health=LiveHealth(self._health),
+            ledgers=self._ledgers,
+            keys=self._keys,
+            gate=OpenGate(),
+        )
+
+    async def _drive(self, active: _Active, recorder: Recorder, agent: Agent) -> RunResult:
+        active.recorder = recorder
+        with active.scope:
+            await drive(recorder, agent, self._ports(agent), self.budgets)
+        if active.cancel_reason is not None:
+            # Our own cancel: record it even if this task is being cancelled too. A write the
+            # cancel cut off may have committed: the recorder finds out first.
+            with anyio.CancelScope(shield=True):
+                await recorder.settle()
+                await cancel_run(recorder, self.clock, self.ids, active.cancel_reason)
+        return RunResult.of(recorder.state)
+
+    async def _awaiting(self, run_id: str, call_id: str) -> RunState:
         state = await self.load(run_id)
         call = state.calls.get(call_id)
         # An ended run takes no more events, even for a call it left waiting.
         if state.is_terminal or call is None or call.status != "awaiting_confirmation":
             raise EngineError(f"run {run_id!r} has no call {call_id!r} awaiting confirmation")
-        return self._driver(None, state)
+        return state
 
     @staticmethod
-    def _call_span(driver: RunDriver, call_id: str) -> str:
-        return driver.state.calls[call_id].span_id or driver.state.run_id
+    def _call_span(state: RunState, call_id: str) -> str:
+        return state.calls[call_id].span_id or state.run_id
 
     def _publish(self, recorded: Sequence[RecordedEvent]) -> None:
+        self._health.observe(recorded)
         for event in recorded:
-            self._tools.health.observe(event)
             if self._sink is not None:
                 self._sink(event)
             listeners = self._listeners.get(event.event.run_id)
-            if listeners and event.stream_id.startswith("run-"):
+            if listeners and is_run_stream(event.stream_id):
                 for send in listeners:
                     # A reader that left its loop early does not stop the run.
                     with suppress(anyio.BrokenResourceError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class EngineError(Exception):
     """Raised for any engine failure that reaches the caller (the root of this tree)."""
@@ -9,6 +11,26 @@ class EngineError(Exception):
 
 class RunConflictError(EngineError):
     """Raised when another engine appended to the run meanwhile (it is driven elsewhere)."""
+
+
+class RunExistsError(EngineError):
+    """Raised when a new run is given the id of a run already in the store (use ``resume``)."""
+
+
+class RunActiveError(EngineError):
+    """Raised when a run is run or resumed while this engine is already driving it."""
+
+
+class RunBusyError(EngineError):
+    """Raised when a run is resumed while a side effect of it may still be running elsewhere.
+
+    ``retry_at`` is when that side effect's time runs out; resuming after it is safe (the side
+    effect is then in doubt, and settled by its reconcile hook or re-run or reported unknown).
+    """
+
+    def __init__(self, message: str, *, retry_at: datetime) -> None:
+        self.retry_at = retry_at
+        super().__init__(message)
 
 
 class ModelError(EngineError):

@@ -116,10 +116,16 @@ class RunFailed(EventBase):
 
 
 class RunCancelled(EventBase):
-    """A run was cancelled by its caller; nothing after this event belongs to it."""
+    """A run was cancelled by its caller; nothing after this event belongs to it.
+
+    ``after_version`` is the version the run had reached when the cancellation struck; the
+    events between it and this one close what the run left open (reservations, side effects in
+    flight), so a replay knows where to cancel.
+    """
 
     type: Literal["run_cancelled"] = "run_cancelled"
     reason: str = ""
+    after_version: int | None = None
 
 
 class RunPaused(EventBase):
@@ -131,7 +137,12 @@ class RunPaused(EventBase):
 
 
 class RunResumed(EventBase):
-    """A paused or interrupted run was picked up again."""
+    """A paused or interrupted run was picked up again.
+
+    It starts a new session of the run: a model request or a side effect that was in flight
+    when the previous session stopped is settled (interrupted, reconciled, re-run or reported
+    unknown) by what follows.
+    """
 
     type: Literal["run_resumed"] = "run_resumed"
     reason: str = ""
@@ -183,6 +194,21 @@ class ModelCallFailed(EventBase):
     status_code: int | None = None
     retry_after_s: float | None = None
     duration_ms: float = 0.0
+    retryable: bool | None = None
+    """Whether trying the same model again may help (``None`` in logs written before the
+    field existed: it follows from ``error_type``)."""
+
+
+class ModelCallInterrupted(EventBase):
+    """A recorded model request got no answer because its process stopped (a crash, a kill).
+
+    Not a failure of the model: it does not count as an attempt, and the request is made again.
+    """
+
+    type: Literal["model_call_interrupted"] = "model_call_interrupted"
+    call_id: str
+    model: str
+    attempt: int = 1
 
 
 class ModelCallRetried(EventBase):
@@ -237,6 +263,38 @@ class ToolCallIntended(EventBase):
     arguments: dict[str, JsonValue] = Field(default_factory=dict)
     idempotency_key: str | None = None
     key_scope: str | None = None
+    expires_at: datetime | None = None
+    """For side effects: when every tier of the call will have run out of time. Until then a
+    call without outcome may still be running in its process; after it, it is in doubt."""
+
+
+class ToolCallClaimed(EventBase):
+    """A side effect in doubt is taken over by the session that records this: only the writer of
+    this claim (appended with the run's expected version) reconciles or re-runs it.
+
+    ``method`` is ``reconcile`` (ask the tool's reconcile hook) or ``rerun`` (a ``retry_safe``
+    tool runs again with the same key); ``expires_at`` bounds how long that may take.
+    """
+
+    type: Literal["tool_call_claimed"] = "tool_call_claimed"
+    call_id: str
+    tool_name: str
+    idempotency_key: str | None = None
+    method: Literal["reconcile", "rerun"]
+    expires_at: datetime | None = None
+
+
+class ToolCallReconciled(EventBase):
+    """What a tool's reconcile hook found about a side effect in doubt: it happened (``done``,
+    with its ``result``), it did not (``not_done``: it runs now) or it cannot tell."""
+
+    type: Literal["tool_call_reconciled"] = "tool_call_reconciled"
+    call_id: str
+    tool_name: str
+    idempotency_key: str | None = None
+    found: Literal["done", "not_done", "unknown"]
+    result: JsonValue = None
+    message: str = ""
 
 
 class ToolCallSucceeded(EventBase):
@@ -264,13 +322,19 @@ class ToolTierFailed(EventBase):
 
 
 class ToolTierSkipped(EventBase):
-    """A tier was not tried because its circuit breaker is open until ``until``."""
+    """A tier was not tried because its circuit breaker is open until ``until``.
+
+    ``failures_in_a_row`` and ``last_failure_at`` are the tier's health as the breaker saw it
+    (folded from every run's events in the store), so the skip explains itself.
+    """
 
     type: Literal["tool_tier_skipped"] = "tool_tier_skipped"
     call_id: str
     tool_name: str
     tier: str
     until: datetime
+    failures_in_a_row: int = 0
+    last_failure_at: datetime | None = None
 
 
 class ToolCallDegraded(EventBase):
@@ -433,10 +497,13 @@ Event = Annotated[
     | ModelCallRequested
     | ModelCallResponded
     | ModelCallFailed
+    | ModelCallInterrupted
     | ModelCallRetried
     | ModelFellBack
     | ToolArgumentsRejected
     | ToolCallIntended
+    | ToolCallClaimed
+    | ToolCallReconciled
     | ToolCallSucceeded
     | ToolTierFailed
     | ToolTierSkipped

@@ -3,7 +3,8 @@
 ``fold(projection, events)`` folds a ``Projection`` (or a ``KeyedProjection``, whose state is
 ``{key: row}``) without I/O. ``ProjectionRunner`` keeps a ``KeyedProjection`` saved in the event
 store by global position. ``RunIndex`` is one summary row per run; query its rows with
-``get_run`` and ``list_runs``. The conversation messages a model is sent live here too.
+``get_run`` and ``list_runs``. The conversation messages a model is sent live here too, and
+the folds the engine decides from: a run's state, a key's ledger, the tools' health.
 """
 
 from ._critic_stats import (
@@ -14,6 +15,7 @@ from ._critic_stats import (
     accept_rate,
     check_pass_rates,
 )
+from ._keys import KeyRecord, fold_key
 from ._memory_view import CompactionPlan, MemoryPolicy, memory_view, plan_compaction
 from ._messages import AssistantMessage, Message, SystemMessage, ToolResultMessage, UserMessage
 from ._projection import (
@@ -29,7 +31,15 @@ from ._projection import (
     fold_rows,
 )
 from ._run_index import RunIndex, RunStatus, RunSummary, get_run, list_runs
-from ._run_state import RunState, RunStateProjection, ToolCallState, fold_run
+from ._run_state import (
+    CriticProgress,
+    ModelCallState,
+    RunState,
+    RunStateProjection,
+    ToolCallState,
+    evolve_run,
+    fold_run,
+)
 from ._runner import ProjectionRunner
 from ._spend import (
     LedgerState,
@@ -40,7 +50,15 @@ from ._spend import (
     spend_for_run,
     spend_for_user_day,
 )
-from ._tool_health import ToolHealth, ToolHealthProjection, ToolHealthRows, circuit_open_until
+from ._stream_folds import StreamFolds
+from ._streams import day_stream, key_stream, run_stream
+from ._tool_health import (
+    ToolHealth,
+    ToolHealthProjection,
+    ToolHealthRows,
+    ToolHealthView,
+    circuit_open_until,
+)
 
 __all__ = [
     "AccumulatingProjection",
@@ -48,13 +66,16 @@ __all__ = [
     "BatchProjection",
     "CheckPassRate",
     "CompactionPlan",
+    "CriticProgress",
     "CriticStats",
     "CriticStatsRows",
+    "KeyRecord",
     "KeyedFold",
     "KeyedProjection",
     "LedgerState",
     "MemoryPolicy",
     "Message",
+    "ModelCallState",
     "Projection",
     "ProjectionError",
     "ProjectionRunner",
@@ -67,25 +88,32 @@ __all__ = [
     "RunnerClosedError",
     "SpendIndex",
     "SpendRow",
+    "StreamFolds",
     "SystemMessage",
     "Tally",
     "ToolCallState",
     "ToolHealth",
     "ToolHealthProjection",
     "ToolHealthRows",
+    "ToolHealthView",
     "ToolResultMessage",
     "UserMessage",
     "accept_rate",
     "check_pass_rates",
     "circuit_open_until",
+    "day_stream",
+    "evolve_run",
     "fold",
+    "fold_key",
     "fold_ledger",
     "fold_rows",
     "fold_run",
     "get_run",
+    "key_stream",
     "list_runs",
     "memory_view",
     "plan_compaction",
+    "run_stream",
     "spend_by_day",
     "spend_for_run",
     "spend_for_user_day",

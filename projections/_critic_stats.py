@@ -22,6 +22,8 @@ import orjson
 
 from agentledger.events import CriticVerdict, RecordedEvent
 
+from ._streams import is_run_stream
+
 CriticMethod = Literal["deterministic", "llm"]
 """How a verdict was reached: by code checks or by an LLM judge."""
 
@@ -101,7 +103,7 @@ class CriticStatsRows:
     def key(self, recorded: RecordedEvent) -> str | None:
         """``"agent:<agent>"`` for a verdict in a run stream, else ``None``."""
         # The tag is compared first: it is the cheap test and almost every event fails it.
-        if recorded.type != "critic_verdict" or not recorded.stream_id.startswith("run-"):
+        if recorded.type != "critic_verdict" or not is_run_stream(recorded.stream_id):
             return None
         event = recorded.event
         assert isinstance(event, CriticVerdict)

@@ -1,13 +1,17 @@
 """The run-state projection: everything the engine's ``decide`` needs, folded from a run's stream.
 
 A fresh process that folds a run's events gets exactly the state of the process that wrote them;
-the engine keeps nothing else. The fold is pure and copy-on-write: ``evolve`` returns a new state
-and never touches the one it was given.
+the engine keeps nothing else. That includes the progress of work in flight: how far a model call
+got (attempts, fallback position, the reservation it holds, when it may be retried), how far each
+tool call got (intent, tiers tried, a claim on it after a crash), whether the turn's memory was
+compacted and what the critic said. The fold is pure and copy-on-write: ``evolve_run`` returns a
+new state and never touches the one it was given.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -22,8 +26,13 @@ from agentledger.events import (
     CriticVerdict,
     Event,
     MemoryCompacted,
+    ModelCallFailed,
+    ModelCallInterrupted,
     ModelCallRequested,
     ModelCallResponded,
+    ModelCallRetried,
+    ModelFellBack,
+    ModelPurpose,
     RecordedEvent,
     RevisionRequested,
     RunCancelled,
@@ -34,11 +43,15 @@ from agentledger.events import (
     RunStarted,
     ToolArgumentsRejected,
     ToolCall,
+    ToolCallClaimed,
     ToolCallDegraded,
     ToolCallIntended,
+    ToolCallReconciled,
     ToolCallSucceeded,
     ToolOutcomeUnknown,
     ToolResultReused,
+    ToolTierFailed,
+    ToolTierSkipped,
     TurnStarted,
     Usage,
 )
@@ -57,21 +70,70 @@ RunStatus = Literal[
 ]
 ToolCallStatus = Literal[
     "requested",  # the model asked for it; nothing recorded since
-    "intended",  # a side effect's intent is recorded, its outcome is not: in doubt after a crash
     "awaiting_confirmation",
     "approved",
+    "intended",  # validated and cleared to run: its tiers are being tried
+    "claimed",  # a side effect in doubt, claimed for its reconcile hook
     "resolved",  # a result for the model is recorded
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class ToolCallState:
-    """One tool call of the current turn and how far it got."""
+    """One tool call of the current turn and how far it got.
+
+    ``tiers_done`` counts the tiers tried (failed or skipped) since the call was intended, or
+    since a claim or a reconcile hook sent it back to its first tier. ``interrupted`` marks a
+    call that was in flight (intended or claimed) when its session stopped: the next session
+    finds it in doubt.
+    """
 
     call: ToolCall
+    index: int = 0
+    """Its position among the calls of the model's reply."""
     status: ToolCallStatus = "requested"
     span_id: str | None = None
     intent: ToolCallIntended | None = None
+    tiers_done: int = 0
+    interrupted: bool = False
+    claim: ToolCallClaimed | None = None
+
+    @property
+    def key(self) -> str | None:
+        """The idempotency key of a side effect's intent (``None`` before, or for other tools)."""
+        return self.intent.idempotency_key if self.intent is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCallState:
+    """One logical model call in progress (an agent turn's, a summary's or a judgement's).
+
+    ``model_index`` is the position in the model chain it has reached (fallbacks move it on),
+    ``answered`` the attempts on that model that got an answer (a reply or an error). ``open`` is
+    a request recorded without an answer yet, holding ``reservation`` when a budget applies;
+    ``interrupted`` says its session stopped before the answer. ``failure`` is the latest error,
+    while retrying or falling back is still to be decided; ``retry_at`` the earliest time of the
+    next attempt after a back-off.
+    """
+
+    purpose: ModelPurpose
+    model_index: int = 0
+    answered: int = 0
+    open: ModelCallRequested | None = None
+    interrupted: bool = False
+    reservation: BudgetReserved | None = None
+    failure: ModelCallFailed | None = None
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CriticProgress:
+    """What the critic said about the answer of ``turn``: the code checks' verdict, and the
+    judge's once it has spoken (``final``)."""
+
+    turn: int
+    code: CriticVerdict | None = None
+    final: CriticVerdict | None = None
 
 
 @dataclass(frozen=True)
@@ -85,11 +147,15 @@ class RunState:
     started: RunStarted | None = None
     turn: int = 0
     turn_span_id: str | None = None
+    replied_turn: int = 0
+    """The turn whose agent reply was recorded last (``turn`` once the turn's model answered)."""
     messages: tuple[Message, ...] = ()
     """The whole conversation, uncompacted; the memory view derives what is sent from it."""
     message_versions: tuple[int, ...] = ()
     """The stream version of the event each message of ``messages`` comes from."""
     compactions: tuple[MemoryCompacted, ...] = ()
+    compacted_turn: int = 0
+    """The turn whose memory was compacted last (at most once per turn)."""
     reported_input_tokens: int | None = None
     """Input tokens the provider reported for the last agent call (``None`` after compaction)."""
     reported_for: int = 0
@@ -97,6 +163,15 @@ class RunState:
     requested_messages: int = 0
     calls: dict[str, ToolCallState] = field(default_factory=dict)
     """The current turn's tool calls by call id, in the order the model made them."""
+    results_at: int = 0
+    """Where the current turn's tool results start in ``messages`` (they stay in call order)."""
+    model_call: ModelCallState | None = None
+    """The model call in progress, if any."""
+    summary_reply: str | None = None
+    """The summariser's text for the compaction about to be recorded."""
+    judge_reply: ModelCallResponded | None = None
+    """The judge's reply for the verdict about to be recorded."""
+    critic: CriticProgress | None = None
     last_answer: str = ""
     """The newest non-empty text of the model: the best answer the run has."""
     output: str | None = None
@@ -110,9 +185,8 @@ class RunState:
     """Budget reserved for model calls not settled or released yet, by reservation id."""
     revision: int = 0
     """Revisions the critic has asked for so far."""
-    critic_turn: int = 0
-    """The turn whose answer the critic judged last, and whether its last verdict accepted."""
-    critic_accepted: bool = False
+    revision_turn: int = 0
+    """The turn whose answer was last sent back for revision."""
     error: str | None = None
 
     @property
@@ -143,67 +217,132 @@ def _with(state: RunState, changes: dict[str, Any]) -> RunState:
 
 
 def _resolved(state: RunState, version: int, call_id: str, content: str) -> dict[str, Any]:
-    """The changes that record the result (``content``, JSON) of a call of the current turn."""
+    """The changes that record the result (``content``, JSON) of a call of the current turn.
+
+    The result message goes where the call's position says, whatever order the results came
+    in (a rejection, a cache hit and a re-run after a crash settle at different times), so the
+    model always sees a turn's results in the order it made the calls.
+    """
     current = state.calls.get(call_id)
     if current is None or current.status == "resolved":
         return {}  # a result for a call not of this turn, or a second one: nothing to add
     message = ToolResultMessage(tool_call_id=call_id, tool_name=current.call.name, content=content)
+    before = sum(
+        1 for c in state.calls.values() if c.status == "resolved" and c.index < current.index
+    )
+    at = state.results_at + before
     return {
         "calls": {**state.calls, call_id: replace(current, status="resolved")},
-        "messages": (*state.messages, message),
-        "message_versions": (*state.message_versions, version),
+        "messages": (*state.messages[:at], message, *state.messages[at:]),
+        "message_versions": (
+            *state.message_versions[:at],
+            version,
+            *state.message_versions[at:],
+        ),
     }
 
 
 def _call_changed(state: RunState, call_id: str, **changes: Any) -> dict[str, Any]:
     current = state.calls.get(call_id)
-    if current is None:
+    if current is None or current.status == "resolved":
         return {}
     return {"calls": {**state.calls, call_id: replace(current, **changes)}}
 
 
-def _changes(state: RunState, event: Event, version: int) -> dict[str, Any]:
-    """What ``event`` (at stream ``version``) changes in ``state``, as field values."""
+def _model_call_changed(state: RunState, **changes: Any) -> dict[str, Any]:
+    if state.model_call is None:
+        return {}
+    return {"model_call": replace(state.model_call, **changes)}
+
+
+def _reply(state: RunState, event: ModelCallResponded, version: int) -> dict[str, Any]:
+    spend = {
+        "usage": _add_usage(state.usage, event.usage),
+        "cost_usd": state.cost_usd + event.cost_usd,
+        "model_call": None,
+    }
+    if event.purpose == "summary":
+        return {**spend, "summary_reply": event.text}
+    if event.purpose == "judge":
+        return {**spend, "judge_reply": event}
+    assistant = AssistantMessage(content=event.text, tool_calls=event.tool_calls)
+    return {
+        **spend,
+        "messages": (*state.messages, assistant),
+        "message_versions": (*state.message_versions, version),
+        "calls": {c.id: ToolCallState(call=c, index=i) for i, c in enumerate(event.tool_calls)},
+        "results_at": len(state.messages) + 1,
+        "replied_turn": state.turn,
+        "last_answer": event.text or state.last_answer,
+        "reported_input_tokens": event.usage.input_tokens or None,
+        "reported_for": state.requested_messages,
+    }
+
+
+def _resumed(state: RunState) -> dict[str, Any]:
+    """A new session: work the previous one left in flight is now interrupted."""
+    changes: dict[str, Any] = {}
+    if state.status == "paused":
+        changes["status"] = "running"
+    call = state.model_call
+    if call is not None and call.open is not None:
+        changes["model_call"] = replace(call, interrupted=True)
+    in_flight = {
+        call_id: replace(c, interrupted=True)
+        for call_id, c in state.calls.items()
+        if c.status in ("intended", "claimed")
+    }
+    if in_flight:
+        changes["calls"] = {**state.calls, **in_flight}
+    return changes
+
+
+def _model_changes(state: RunState, event: Event) -> dict[str, Any] | None:
+    """The changes of a model-call event, or ``None`` when ``event`` is not one."""
     match event:
-        case RunStarted():
-            messages: list[Message] = []
-            if event.system_prompt:
-                messages.append(SystemMessage(content=event.system_prompt))
-            messages.append(UserMessage(content=event.task))
-            return {
-                "run_id": event.run_id,
-                "status": "running",
-                "started": event,
-                "messages": tuple(messages),
-                "message_versions": (version,) * len(messages),
-            }
-        case TurnStarted():
-            return {"turn": event.turn, "turn_span_id": event.span_id, "calls": {}}
-        case ModelCallRequested(purpose="agent"):
-            return {"requested_messages": event.message_count}
-        case ModelCallRequested(purpose="judge"):
-            # The code checks' verdict (written with this request) is not the last word while
-            # the judge's is outstanding: a run cut off here is judged again when resumed.
-            return {"critic_turn": 0}
-        case ModelCallResponded():
-            spend = {
-                "usage": _add_usage(state.usage, event.usage),
-                "cost_usd": state.cost_usd + event.cost_usd,
-            }
-            if event.purpose != "agent":
-                return spend  # a summary or a judgement is not part of the conversation
-            assistant = AssistantMessage(content=event.text, tool_calls=event.tool_calls)
-            return {
-                **spend,
-                "messages": (*state.messages, assistant),
-                "message_versions": (*state.message_versions, version),
-                "calls": {c.id: ToolCallState(call=c) for c in event.tool_calls},
-                "last_answer": event.text or state.last_answer,
-                "reported_input_tokens": event.usage.input_tokens or None,
-                "reported_for": state.requested_messages,
-            }
+        case ModelCallRequested():
+            current = state.model_call
+            if current is None or current.purpose != event.purpose:
+                current = ModelCallState(event.purpose)
+            opened = replace(current, open=event, interrupted=False, failure=None, retry_at=None)
+            changes: dict[str, Any] = {"model_call": opened}
+            if event.purpose == "agent":
+                changes["requested_messages"] = event.message_count
+            return changes
+        case ModelCallFailed():
+            call = state.model_call
+            if call is None:
+                return {}
+            return _model_call_changed(
+                state, open=None, reservation=None, answered=call.answered + 1, failure=event
+            )
+        case ModelCallInterrupted():
+            return _model_call_changed(state, open=None, reservation=None, interrupted=False)
+        case ModelCallRetried():
+            return _model_call_changed(
+                state, failure=None, retry_at=event.at + timedelta(seconds=event.delay_s)
+            )
+        case ModelFellBack():
+            call = state.model_call
+            if call is None:
+                return {}
+            return _model_call_changed(
+                state, model_index=call.model_index + 1, answered=0, failure=None, retry_at=None
+            )
+    return None
+
+
+def _budget_changes(state: RunState, event: Event) -> dict[str, Any] | None:
+    """The changes of a budget event, or ``None`` when ``event`` is not one."""
+    match event:
         case BudgetReserved():
-            return {"reservations": {**state.reservations, event.reservation_id: event}}
+            changes: dict[str, Any] = {
+                "reservations": {**state.reservations, event.reservation_id: event}
+            }
+            call = state.model_call
+            if call is not None and call.open is not None and call.open.call_id == event.span_id:
+                changes["model_call"] = replace(call, reservation=event)
+            return changes
         case BudgetSettled():
             if event.reservation_id not in state.reservations:
                 return {}
@@ -214,27 +353,37 @@ def _changes(state: RunState, event: Event, version: int) -> dict[str, Any]:
             return {"reservations": rest}
         case BudgetExceeded():
             return {"status": "budget_exceeded", "output": state.last_answer or None}
-        case MemoryCompacted():
-            # What the provider reported no longer describes what will be sent.
-            return {"compactions": (*state.compactions, event), "reported_input_tokens": None}
-        case CriticVerdict():
-            return {"critic_turn": state.turn, "critic_accepted": event.accepted}
-        case RevisionRequested():
-            text = event.message or "Please revise your answer. Issues:\n" + "\n".join(
-                f"- {issue}" for issue in event.issues
-            )
-            return {
-                "revision": event.revision,
-                "messages": (*state.messages, UserMessage(content=text)),
-                "message_versions": (*state.message_versions, version),
-            }
+    return None
+
+
+def _tool_changes(state: RunState, event: Event, version: int) -> dict[str, Any] | None:
+    """The changes of a tool-call event, or ``None`` when ``event`` is not one."""
+    match event:
         case ToolArgumentsRejected():
             content = tool_result_error(event.error_type, event.errors)
             return _resolved(state, version, event.call_id, content)
         case ToolCallIntended():
             return _call_changed(
-                state, event.call_id, status="intended", span_id=event.span_id, intent=event
+                state,
+                event.call_id,
+                status="intended",
+                span_id=event.span_id,
+                intent=event,
+                tiers_done=0,
+                interrupted=False,
             )
+        case ToolCallClaimed():
+            status = "claimed" if event.method == "reconcile" else "intended"
+            return _call_changed(
+                state, event.call_id, status=status, claim=event, tiers_done=0, interrupted=False
+            )
+        case ToolCallReconciled(found="not_done"):
+            return _call_changed(state, event.call_id, status="intended", tiers_done=0)
+        case ToolTierFailed() | ToolTierSkipped():
+            current = state.calls.get(event.call_id)
+            if current is None or current.status != "intended":
+                return {}
+            return _call_changed(state, event.call_id, tiers_done=current.tiers_done + 1)
         case ToolCallSucceeded() | ToolResultReused():
             return _resolved(state, version, event.call_id, tool_result_ok(event.result))
         case ToolCallDegraded():
@@ -250,10 +399,62 @@ def _changes(state: RunState, event: Event, version: int) -> dict[str, Any]:
             return _call_changed(state, event.call_id, status="approved")
         case ConfirmationDenied():
             return _resolved(state, version, event.call_id, tool_result_denied(event.reason))
+    return None
+
+
+def _run_changes(state: RunState, event: Event, version: int) -> dict[str, Any]:
+    """The changes of a run-level, memory or critic event (nothing for any other)."""
+    match event:
+        case RunStarted():
+            messages: list[Message] = []
+            if event.system_prompt:
+                messages.append(SystemMessage(content=event.system_prompt))
+            messages.append(UserMessage(content=event.task))
+            return {
+                "run_id": event.run_id,
+                "status": "running",
+                "started": event,
+                "messages": tuple(messages),
+                "message_versions": (version,) * len(messages),
+            }
+        case TurnStarted():
+            return {"turn": event.turn, "turn_span_id": event.span_id, "calls": {}}
+        case ModelCallResponded():
+            return _reply(state, event, version)
+        case MemoryCompacted():
+            # What the provider reported no longer describes what will be sent.
+            return {
+                "compactions": (*state.compactions, event),
+                "reported_input_tokens": None,
+                "compacted_turn": state.turn,
+                "summary_reply": None,
+                "model_call": None,
+            }
+        case CriticVerdict(method="deterministic"):
+            return {"critic": CriticProgress(state.turn, code=event)}
+        case CriticVerdict():
+            progress = state.critic
+            if progress is None or progress.turn != state.turn:
+                progress = CriticProgress(state.turn)
+            return {
+                "critic": replace(progress, final=event),
+                "judge_reply": None,
+                "model_call": None,
+            }
+        case RevisionRequested():
+            text = event.message or "Please revise your answer. Issues:\n" + "\n".join(
+                f"- {issue}" for issue in event.issues
+            )
+            return {
+                "revision": event.revision,
+                "revision_turn": state.turn,
+                "messages": (*state.messages, UserMessage(content=text)),
+                "message_versions": (*state.message_versions, version),
+            }
         case RunPaused():
             return {"status": "paused"}
         case RunResumed():
-            return {"status": "running"} if state.status == "paused" else {}
+            return _resumed(state)
         case RunCompleted():
             return {"status": "completed", "output": event.output, "flagged": event.flagged}
         case RunFailed():
@@ -263,6 +464,20 @@ def _changes(state: RunState, event: Event, version: int) -> dict[str, Any]:
     return {}
 
 
+def evolve_run(state: RunState, event: Event, version: int) -> RunState:
+    """The state after ``event``, recorded at stream ``version`` (all the fold reads of the
+    envelope), so events not written yet fold the same as events read back."""
+    changes = _model_changes(state, event)
+    if changes is None:
+        changes = _budget_changes(state, event)
+    if changes is None:
+        changes = _tool_changes(state, event, version)
+    if changes is None:
+        changes = _run_changes(state, event, version)
+    changes["version"] = version
+    return _with(state, changes)
+
+
 class RunStateProjection:
     """The ``Projection`` of one run's stream into a ``RunState``."""
 
@@ -270,15 +485,12 @@ class RunStateProjection:
         return RunState()
 
     def evolve(self, state: RunState, recorded: RecordedEvent) -> RunState:
-        changes = _changes(state, recorded.event, recorded.version)
-        changes["version"] = recorded.version
-        return _with(state, changes)
+        return evolve_run(state, recorded.event, recorded.version)
 
 
 def fold_run(events: list[RecordedEvent], state: RunState | None = None) -> RunState:
     """Fold a run's recorded events (oldest first) into its state."""
-    projection = RunStateProjection()
-    current = projection.initial() if state is None else state
+    current = RunState() if state is None else state
     for recorded in events:
-        current = projection.evolve(current, recorded)
+        current = evolve_run(current, recorded.event, recorded.version)
     return current

@@ -23,6 +23,8 @@ import orjson
 
 from agentledger.events import BudgetReleased, BudgetReserved, BudgetSettled, RecordedEvent
 
+from ._streams import DAY_PREFIX, RUN_PREFIX
+
 _ZERO = Decimal(0)
 
 _BUDGET_EVENT_TYPES = frozenset({"budget_reserved", "budget_settled", "budget_released"})
@@ -160,9 +162,9 @@ class SpendIndex:
         if not isinstance(event, BudgetReserved | BudgetSettled | BudgetReleased):
             return None
         stream = recorded.stream_id
-        if stream.startswith("budget-"):
+        if stream.startswith(DAY_PREFIX):
             return user_day_key(event.user_id, event.day)
-        if stream.startswith("run-"):
+        if stream.startswith(RUN_PREFIX):
             return run_key(event.run_id)
         return None
 

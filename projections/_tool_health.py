@@ -20,15 +20,21 @@ too. An engine that wants exactly one trial serialises the half-open attempts of
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Literal
 
+import anyio
 import orjson
 
-from agentledger.events import RecordedEvent, ToolCallSucceeded, ToolTierFailed
+from agentledger.events import EventStore, RecordedEvent, ToolCallSucceeded, ToolTierFailed
+
+from ._streams import is_run_stream
+
+_TIER_EVENTS = frozenset({"tool_call_succeeded", "tool_tier_failed"})
 
 BreakerState = Literal["closed", "open", "half_open"]
 """Where a tier's circuit breaker stands at a given time."""
@@ -99,7 +105,8 @@ def _latest(known: datetime | None, at: datetime) -> datetime:
 
 
 def _tier_of(recorded: RecordedEvent) -> tuple[str, str] | None:
-    if recorded.type not in ("tool_call_succeeded", "tool_tier_failed"):
+    # Outcomes are copied into key ledgers too; a run's stream holds each attempt once.
+    if recorded.type not in _TIER_EVENTS or not is_run_stream(recorded.stream_id):
         return None
     event = recorded.event
     if isinstance(event, ToolCallSucceeded | ToolTierFailed):
@@ -215,3 +222,85 @@ def _check_policy(threshold: int, cooldown: timedelta) -> None:
         raise ValueError("a breaker threshold is at least 1 failure")
     if cooldown < timedelta(0):
         raise ValueError("a breaker cooldown cannot be negative")
+
+
+class ToolHealthView:
+    """Tool health as this store holds it, shared by every engine on the store.
+
+    Folded from the whole log in commit order (``read_all``), so a tier that fails in one
+    process is skipped by the others. ``current()`` catches up with the store when the view is
+    older than ``refresh_interval`` seconds (of the event loop's clock), or when it has missed an
+    event; appends made through this process are folded at once with ``observe`` when they
+    follow on from the view's position, which costs no read. It starts from the saved checkpoint
+    of a ``ProjectionRunner`` over ``ToolHealthRows`` named ``checkpoint``, if one is kept, so a
+    new process need not fold the whole log.
+
+    The view is a cache: a decision that depends on it (skipping a tier) records what it saw.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        refresh_interval: float = 1.0,
+        checkpoint: str = "tool_health",
+        page_size: int = 1000,
+    ) -> None:
+        self._store = store
+        self._refresh_interval = refresh_interval
+        self._checkpoint = checkpoint
+        self._page_size = page_size
+        self._projection = ToolHealthProjection()
+        self._state = self._projection.initial()
+        self._position = 0
+        self._loaded = False
+        self._missed = True
+        self._refreshed_at = -math.inf
+        self._lock = anyio.Lock()
+
+    @property
+    def position(self) -> int:
+        """The global position folded so far."""
+        return self._position
+
+    def observe(self, recorded: Sequence[RecordedEvent]) -> None:
+        """Fold events this process appended, if they continue the view without a gap."""
+        if not recorded:
+            return
+        positions = [r.position for r in recorded]
+        contiguous = positions == list(range(positions[0], positions[0] + len(positions)))
+        if not self._loaded or positions[0] != self._position + 1 or not contiguous:
+            if positions[-1] > self._position:
+                self._missed = True  # another writer's events lie in between: read them
+            return
+        for event in recorded:
+            self._state = self._projection.evolve(self._state, event)
+        self._position = positions[-1]
+
+    async def current(self) -> ToolHealth:
+        """The health as of the store's head (or of the last refresh, if that is recent)."""
+        async with self._lock:
+            now = anyio.current_time()
+            if self._missed or now - self._refreshed_at >= self._refresh_interval:
+                await self._catch_up()
+                self._refreshed_at = now
+                self._missed = False
+        return self._state
+
+    async def _catch_up(self) -> None:
+        if not self._loaded:
+            saved = await self._store.load_checkpoint(self._checkpoint)
+            rows = ToolHealthRows()
+            self._state = ToolHealth.from_rows(
+                {key: rows.decode_row(data) for key, data in saved.rows.items()}
+            )
+            self._position = saved.position
+            self._loaded = True
+        while True:
+            page = await self._store.read_all(after=self._position, limit=self._page_size)
+            for event in page:
+                self._state = self._projection.evolve(self._state, event)
+            if page:
+                self._position = page[-1].position
+            if len(page) < self._page_size:
+                return

@@ -1,27 +1,37 @@
-"""Replay of recorded runs: tapes of what a run was answered, and divergence reports.
+"""Replay of recorded runs: tapes of what a run was answered, the replayer, divergence reports.
 
-The engine's ``Engine.replay`` drives the normal loop with a model and tools that answer from a
-``Tape``; when the engine asks for something the recording does not hold next, that is a
-``NondeterminismError`` carrying a ``Divergence`` (recorded version, expected, actual).
+``Replayer`` drives a recorded run again with every port (models, tools, breakers, ledgers, the
+clock) answered from the run's own log, stopping and resuming it where the recorded run was
+interrupted; the engine hands in how a run is driven (``RunDriver``), so this package never
+imports the engine. When the replayed run asks for something the recording does not hold next,
+the ``ReplayReport`` says where (recorded version, expected, actual); ``check()`` raises
+``NondeterminismError`` for it.
 """
 
+from ._answers import ReplayIds, ScratchStore, TapeAnswers
 from ._divergence import (
     Divergence,
     NondeterminismError,
     ReplayError,
-    decisions,
     first_divergence,
     stable_fields,
 )
-from ._tape import ModelAttempt, Tape
+from ._replayer import Replayer, ReplayReport, RunDriver
+from ._tape import Interruption, ModelAttempt, Tape
 
 __all__ = [
     "Divergence",
+    "Interruption",
     "ModelAttempt",
     "NondeterminismError",
     "ReplayError",
+    "ReplayIds",
+    "ReplayReport",
+    "Replayer",
+    "RunDriver",
+    "ScratchStore",
     "Tape",
-    "decisions",
+    "TapeAnswers",
     "first_divergence",
     "stable_fields",
 ]

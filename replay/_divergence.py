@@ -10,7 +10,16 @@ from agentledger.events import EventBase, RecordedEvent
 
 # Fields that differ between two faithful executions: fresh ids, clock readings, durations.
 _VOLATILE = frozenset(
-    {"run_id", "span_id", "parent_span_id", "at", "duration_ms", "reservation_id", "until"}
+    {
+        "run_id",
+        "span_id",
+        "parent_span_id",
+        "at",
+        "duration_ms",
+        "reservation_id",
+        "until",
+        "expires_at",
+    }
 )
 # In these events ``call_id`` is a fresh id of the engine's; in tool events it is the model's.
 _FRESH_CALL_IDS = frozenset(
@@ -18,12 +27,11 @@ _FRESH_CALL_IDS = frozenset(
         "model_call_requested",
         "model_call_responded",
         "model_call_failed",
+        "model_call_interrupted",
         "model_call_retried",
         "model_fell_back",
     }
 )
-# Events that record an interruption of the original process, not a decision of the run.
-_INTERRUPTION_ONLY = frozenset({"run_resumed"})
 
 
 class ReplayError(Exception):
@@ -54,8 +62,8 @@ class Divergence:
 
 
 class NondeterminismError(ReplayError):
-    """Raised when the engine asked for something the recording does not hold next (another
-    model request, another tool call): the code, prompt or model changed since it was recorded."""
+    """Raised by ``ReplayReport.check`` when a replay diverged from its recording: the code, the
+    prompt or the model changed since the run was recorded."""
 
     def __init__(self, divergence: Divergence) -> None:
         self.divergence = divergence
@@ -69,16 +77,11 @@ def stable_fields(event: EventBase) -> dict[str, Any]:
     return {k: v for k, v in event.__dict__.items() if k not in volatile}
 
 
-def decisions(events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
-    """The events of a run that a replay must reproduce (interruption markers left out)."""
-    return [r for r in events if r.type not in _INTERRUPTION_ONLY]
-
-
 def first_divergence(
     recorded: Sequence[RecordedEvent], replayed: Sequence[RecordedEvent]
 ) -> Divergence | None:
     """The first place where ``replayed`` differs from ``recorded``, or ``None``."""
-    expected, actual = decisions(recorded), decisions(replayed)
+    expected, actual = recorded, replayed
     for want, got in zip(expected, actual, strict=False):
         old, new = stable_fields(want.event), stable_fields(got.event)
         if old != new:

@@ -402,12 +402,11 @@ async def test_a_crash_while_the_judge_is_retried_does_not_skip_the_judge_on_res
             result = await engine.resume("r1", agent=agent)
         log = await run_log(store, "r1")
 
-    # The code checks' verdict was not the last word: the resumed run judges the answer again,
-    # the judge included, and acts on the judge's verdict.
+    # The code checks' verdict stands; the judge's call goes on at its second attempt, and the
+    # run acts on the judge's verdict.
     assert types(log) == [
         *cut,
         "run_resumed",
-        "verdict:deterministic:accepted",
         *JUDGE_CALL,
         "verdict:llm:rejected",
         "revision_requested",
@@ -474,12 +473,12 @@ async def test_a_budgeted_judge_is_charged_and_a_crash_in_its_call_skips_nothing
             state = await engine.load("r1")
         log = await run_log(store, "r1")
 
-    # The cut-off reservation is given back; the answer is judged again, the judge included.
+    # The cut-off request is closed and its reservation given back; the judge is asked again.
     assert types(log) == [
         *cut,
-        "budget_released",
         "run_resumed",
-        "verdict:deterministic:accepted",
+        "model_call_interrupted",
+        "budget_released",
         "model_call_requested:judge",
         "budget_reserved",
         "model_call_responded:judge",

@@ -23,6 +23,7 @@ from agentledger.engine import (
     ModelReply,
     ModelRequest,
     Reconciled,
+    RunBusyError,
     Tool,
     ToolContext,
     tool,
@@ -275,19 +276,22 @@ def in_doubt_tool(outbox: Outbox, variant: str, checked: list[str | None]) -> To
     return send
 
 
+CLAIM, FOUND = "tool_call_claimed", "tool_call_reconciled"
+
+
 @pytest.mark.parametrize(
-    ("variant", "settled", "executed", "status"),
+    ("variant", "settling", "executed", "status"),
     [
-        ("done", "tool_call_succeeded", False, "ok"),
-        ("not_done", "tool_call_succeeded", True, "ok"),
-        ("retry_safe", "tool_call_succeeded", True, "ok"),
-        ("unknown", "tool_outcome_unknown", False, "unknown_outcome"),
-        ("broken", "tool_outcome_unknown", False, "unknown_outcome"),
-        ("neither", "tool_outcome_unknown", False, "unknown_outcome"),
+        ("done", [CLAIM, FOUND, "tool_call_succeeded"], False, "ok"),
+        ("not_done", [CLAIM, FOUND, "tool_call_succeeded"], True, "ok"),
+        ("retry_safe", [CLAIM, "tool_call_succeeded"], True, "ok"),
+        ("unknown", [CLAIM, FOUND, "tool_outcome_unknown"], False, "unknown_outcome"),
+        ("broken", [CLAIM, FOUND, "tool_outcome_unknown"], False, "unknown_outcome"),
+        ("neither", ["tool_outcome_unknown"], False, "unknown_outcome"),
     ],
 )
 async def test_an_in_doubt_side_effect_is_settled_on_resume(
-    variant: str, settled: str, executed: bool, status: str
+    variant: str, settling: list[str], executed: bool, status: str
 ) -> None:
     outbox = Outbox()
     async with MemoryEventStore() as store:
@@ -296,14 +300,22 @@ async def test_an_in_doubt_side_effect_is_settled_on_resume(
         checked: list[str | None] = []
         send = in_doubt_tool(outbox, variant, checked)
         agent = Agent(name="mailer", model=model, tools=[send])
-        async with Engine(store, agents=[agent], clock=FakeClock(), ids=SequentialIds()) as e:
+        clock = FakeClock()
+        async with Engine(store, agents=[agent], clock=clock, ids=SequentialIds()) as e:
+            # Until the send's time limit it may still be running in the crashed process.
+            with pytest.raises(RunBusyError) as busy:
+                await e.resume("r1")
+            assert busy.value.retry_at == FakeClock().now() + timedelta(seconds=31)
+            assert outbox.sent == [] and checked == []
+            clock.advance(31)
             result = await e.resume("r1")
         events = await store.read_stream("run-r1")
         ledger = types(await store.read_stream(f"idem-{key}"))
 
     assert result.status == "completed"
-    assert types(events) == [*SEND_ONCE[:5], "run_resumed", settled, *SEND_ONCE[6:]]
-    resumed, outcome = events[5].event, events[6].event
+    settled = settling[-1]
+    assert types(events) == [*SEND_ONCE[:5], "run_resumed", *settling, *SEND_ONCE[6:]]
+    resumed, outcome = events[5].event, events[5 + len(settling)].event
     assert isinstance(resumed, RunResumed) and resumed.reason == "interrupted"
     intent = events[4].event
     assert isinstance(intent, ToolCallIntended)

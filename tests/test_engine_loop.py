@@ -324,7 +324,7 @@ async def test_a_fresh_engine_folds_the_run_to_the_writers_state() -> None:
         def capture(recorded: RecordedEvent) -> None:
             # The sink runs inside the driver's append, after the driver folded the batch.
             if recorded.event.type == "run_completed":
-                final.append(engine._active[recorded.event.run_id].driver.state)
+                final.append(engine._active[recorded.event.run_id].recorder.state)
 
         async with engine_for(store, sink=capture) as engine:
             result = await engine.run(agent, "Paris and Oslo?", run_id="r1")

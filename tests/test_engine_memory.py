@@ -34,7 +34,7 @@ from agentledger.engine import (
     ToolContext,
     tool,
 )
-from agentledger.engine._run import SUMMARY_INSTRUCTIONS
+from agentledger.engine.loop._requests import SUMMARY_INSTRUCTIONS
 from agentledger.engine.testing import FakeClock, ScriptedModel, SequentialIds, call, reply
 from agentledger.events import (
     BudgetReserved,
@@ -580,27 +580,22 @@ async def test_a_fresh_engine_folding_the_log_sends_what_the_writer_sent() -> No
             work = memory_agent(stalling, summariser)
             await interrupt_when(stalling.entered, lambda: engine.run(work, TASK, run_id="r1"))
         log = await run_log(store, "r1")
-        written = [
-            *TWO_FETCHES,
-            "model_call_requested:summary",
-            "model_call_responded:summary",
-            "memory_compacted",
-        ]
+        # The summary (a model's answer) was written before the next model call; the compaction
+        # made of it rides with that call's answer, which never came.
+        written = [*TWO_FETCHES, "model_call_requested:summary", "model_call_responded:summary"]
         assert types(log) == written
         cut_off = list(stalling.requests[-1].messages)
 
         model = ScriptedModel(planner, name="agent-model")
         async with engine_for(store, "b", [memory_agent(model, summariser)]) as engine:
-            # Nothing was appended since the request: the fold of the log is what was sent.
             state = await engine.load("r1")
-            assert memory_view(state.messages, state.message_versions, state.compactions) == (
-                cut_off
-            )
+            assert state.summary_reply == SUMMARY and not state.compactions
             result = await engine.resume("r1")
         log = await run_log(store, "r1")
 
     assert result.status == "completed" and result.output == "Done."
-    assert types(log) == [*written, "run_resumed", "turn_started", *ANSWER]
+    # The compaction is recorded from the summary in the log, and the model sent what it was.
+    assert types(log) == [*written, "run_resumed", "memory_compacted", *ANSWER]
     # The same request again, not a second compaction or summary.
     assert [list(r.messages) for r in model.requests] == [cut_off]
     assert len(summariser.requests) == 1

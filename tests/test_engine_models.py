@@ -274,7 +274,7 @@ class StallingClock(FakeClock):
         await anyio.Event().wait()
 
 
-async def test_a_turn_cut_off_during_a_retry_back_off_is_asked_again_on_resume() -> None:
+async def test_a_call_cut_off_during_its_back_off_resumes_at_its_next_attempt() -> None:
     model = ScriptedModel([ModelServerError("scripted", "boom", status_code=500), reply("Hi.")])
     agent = Agent(name="a", model=model, max_turns=1)
     async with MemoryEventStore() as store:
@@ -292,17 +292,22 @@ async def test_a_turn_cut_off_during_a_retry_back_off_is_asked_again_on_resume()
             "model_call_failed",
             "model_call_retried",
         ]
-        later = Engine(store, agents=[agent], clock=FakeClock(), ids=SequentialIds("b"))
+        # The new process starts 0.2 s into the 0.5 s back-off that the log records.
+        later_clock = FakeClock()
+        later_clock.advance(0.2)
+        later = Engine(store, agents=[agent], clock=later_clock, ids=SequentialIds("b"))
         async with later:
             result = await later.resume("r1")
         events = await store.read_stream("run-r1")
-    # The unanswered turn 1 is not spent: the model is asked again for turn 1.
+    # The call goes on where it stood: attempt 2 of the same turn, after what is left of the wait.
     assert (result.status, result.output, result.turns) == ("completed", "Hi.", 1)
     assert types(events)[5:] == [
         "run_resumed",
-        "turn_started",
         "model_call_requested",
         "model_call_responded",
         "run_completed",
     ]
-    assert [r.event.turn for r in events if isinstance(r.event, TurnStarted)] == [1, 1]
+    assert [r.event.turn for r in events if isinstance(r.event, TurnStarted)] == [1]
+    requested = [r.event for r in events if isinstance(r.event, ModelCallRequested)]
+    assert [r.attempt for r in requested] == [1, 2]
+    assert later_clock.slept == [pytest.approx(0.3)]

@@ -19,6 +19,16 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agentledger.engine._errors import UnknownSurfaceError
+from agentledger.projections._streams import day_stream
+
+__all__ = [
+    "BudgetExceededReason",
+    "BudgetPolicy",
+    "BudgetScope",
+    "Budgets",
+    "check_reservation",
+    "day_stream",
+]
 
 BudgetScope = Literal["run", "user_day"]
 """Which cap a reservation would pass: the run's, or the user's for the day."""
@@ -148,11 +158,6 @@ def _amount(where: str, key: str, value: object) -> Decimal | None:
     if not amount.is_finite() or amount < 0:
         raise ValueError(f"{where}: {key} must be a finite, non-negative amount, not {value!r}")
     return amount
-
-
-def day_stream(user_id: str, day: date) -> str:
-    """The id of the stream that holds ``user_id``'s budget ledger for ``day``."""
-    return f"budget-{user_id}-{day.isoformat()}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,57 +1,16 @@
-"""The idempotency ledger: one stream per key holding intents and outcomes of side effects.
+"""What a new side-effecting call must do, given its key's ledger (pattern 7).
 
-A side-effecting call appends its intent to its run's stream *and* to ``idem-<key>`` in one atomic
-append, expecting the key stream's version it read. Two runs (in one process or many) racing on
-one key cannot both intend it; the loser re-reads and finds the winner's intent or outcome. The
-outcome is appended to both streams too, so a lookup is one short stream read.
+The ledger itself is a fold of the key's stream (``agentledger.projections.fold_key``); this
+module holds the decision, which is the engine's policy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from agentledger.events import (
-    RecordedEvent,
-    ToolCallDegraded,
-    ToolCallIntended,
-    ToolCallSucceeded,
-    ToolOutcomeUnknown,
-)
-
-
-def key_stream(key: str) -> str:
-    """The stream id of an idempotency key's ledger."""
-    return f"idem-{key}"
-
-
-Outcome = ToolCallSucceeded | ToolCallDegraded | ToolOutcomeUnknown
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    """The newest intent on a key and the outcome recorded for it, if any."""
-
-    version: int = 0
-    intent: ToolCallIntended | None = None
-    outcome: Outcome | None = None
-
-
-def fold_key(events: Sequence[RecordedEvent]) -> KeyRecord:
-    """The state of one key from its ledger stream."""
-    record = KeyRecord()
-    for recorded in events:
-        event = recorded.event
-        if isinstance(event, ToolCallIntended):
-            record = KeyRecord(recorded.version, event, None)
-        elif isinstance(event, ToolCallSucceeded | ToolCallDegraded | ToolOutcomeUnknown):
-            record = KeyRecord(recorded.version, record.intent, event)
-        else:
-            record = KeyRecord(recorded.version, record.intent, record.outcome)
-    return record
-
+from agentledger.events import ToolCallDegraded, ToolCallSucceeded
+from agentledger.projections._keys import KeyRecord
 
 Verdict = Literal["run", "reuse", "conflict", "in_doubt"]
 

@@ -1,0 +1,229 @@
+"""The live ports: real models, real tools, the store's tool health, budget and key ledgers.
+
+The only place a model's or a tool's exception is caught: each becomes the event that records
+it (a failed attempt, a failed tier, a hook that could not tell), so nothing a replay raises
+through its own ports can ever be mistaken for one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+
+from agentledger.engine._errors import ModelError, ModelRateLimitedError, ModelTimeoutError
+from agentledger.engine.models._model import Model, ModelRequest
+from agentledger.engine.tools._tools import Tool, ToolContext
+from agentledger.events import (
+    EventStore,
+    ModelCallFailed,
+    ModelCallRequested,
+    ModelCallResponded,
+    ToolCallIntended,
+    ToolCallReconciled,
+    ToolCallSucceeded,
+    ToolTierFailed,
+    ToolTierSkipped,
+)
+from agentledger.projections._keys import KeyRecord, fold_key
+from agentledger.projections._spend import LedgerState, fold_ledger
+from agentledger.projections._stream_folds import StreamFolds
+from agentledger.projections._streams import key_stream
+from agentledger.projections._tool_health import ToolHealthView, circuit_open_until
+
+from ._ports import Clock, elapsed_ms
+
+_MAX_ERROR_TEXT = 2000
+
+
+class LiveModels:
+    """Sends requests to the agent's models (by name), each attempt within ``timeout`` seconds."""
+
+    def __init__(self, models: Mapping[str, Model], clock: Clock, timeout: float) -> None:
+        self._models = models
+        self._clock = clock
+        self._timeout = timeout
+
+    async def attempt(
+        self, requested: ModelCallRequested, request: Any
+    ) -> ModelCallResponded | ModelCallFailed:
+        assert isinstance(request, ModelRequest)
+        model = self._models[requested.model]
+        started = self._clock.now()
+        error: ModelError
+        try:
+            with anyio.fail_after(self._timeout):
+                reply = await model.complete(request)
+        except TimeoutError:
+            error = ModelTimeoutError(model.name, f"no reply within {self._timeout}s")
+        except ModelError as exc:
+            error = exc
+        else:
+            ended = self._clock.now()
+            return ModelCallResponded(
+                **_envelope(requested, ended),
+                call_id=requested.call_id,
+                model=reply.model or model.name,
+                purpose=requested.purpose,
+                text=reply.text,
+                tool_calls=reply.tool_calls,
+                finish_reason=reply.finish_reason,
+                usage=reply.usage,
+                duration_ms=elapsed_ms(started, ended),
+            )
+        ended = self._clock.now()
+        return ModelCallFailed(
+            **_envelope(requested, ended),
+            call_id=requested.call_id,
+            model=model.name,
+            attempt=requested.attempt,
+            error_type=type(error).__name__,
+            message=str(error),
+            status_code=error.status_code,
+            retry_after_s=error.retry_after if isinstance(error, ModelRateLimitedError) else None,
+            duration_ms=elapsed_ms(started, ended),
+            retryable=error.retryable,
+        )
+
+
+class LiveTools:
+    """Runs the agent's tools (by name), each tier within its tool's or the default timeout."""
+
+    def __init__(self, tools: Mapping[str, Tool[Any]], clock: Clock, timeout: float) -> None:
+        self._tools = tools
+        self._clock = clock
+        self._timeout = timeout
+
+    async def run_tier(
+        self, intended: ToolCallIntended, tier: str, args: Any, user_id: str
+    ) -> ToolCallSucceeded | ToolTierFailed:
+        tool = self._tools[intended.tool_name]
+        started = self._clock.now()
+        try:
+            with anyio.fail_after(tool.timeout or self._timeout):
+                result = await tool.invoke(tier, args, _context(intended, tier, user_id))
+        except Exception as exc:  # any failure of a tier is recorded; cancellation is not one
+            ended = self._clock.now()
+            return ToolTierFailed(
+                **_envelope(intended, ended),
+                call_id=intended.call_id,
+                tool_name=tool.name,
+                tier=tier,
+                error_type=type(exc).__name__,
+                message=str(exc)[:_MAX_ERROR_TEXT] or type(exc).__name__,
+                duration_ms=elapsed_ms(started, ended),
+            )
+        ended = self._clock.now()
+        return ToolCallSucceeded(
+            **_envelope(intended, ended),
+            call_id=intended.call_id,
+            tool_name=tool.name,
+            tier=tier,
+            result=result,
+            idempotency_key=intended.idempotency_key,
+            duration_ms=elapsed_ms(started, ended),
+        )
+
+    async def reconcile(
+        self, intended: ToolCallIntended, args: Any, user_id: str
+    ) -> ToolCallReconciled:
+        tool = self._tools[intended.tool_name]
+        fields = {
+            **_envelope(intended, self._clock.now()),
+            "call_id": intended.call_id,
+            "tool_name": tool.name,
+            "idempotency_key": intended.idempotency_key,
+        }
+        try:
+            with anyio.fail_after(tool.timeout or self._timeout):
+                found = await tool.reconcile(args, _context(intended, "reconcile", user_id))
+        except Exception as exc:  # a broken hook must not lose the run
+            message = f"the reconcile hook failed: {type(exc).__name__}: {exc}"
+            return ToolCallReconciled(**fields, found="unknown", message=message[:_MAX_ERROR_TEXT])
+        return ToolCallReconciled(**fields, found=found.status, result=found.result)
+
+
+class LiveHealth:
+    """The circuit breakers over the store's tool health (shared by every engine on it)."""
+
+    def __init__(self, view: ToolHealthView) -> None:
+        self._view = view
+
+    async def skip(
+        self,
+        call_id: str,
+        tool: str,
+        tier: str,
+        *,
+        threshold: int,
+        cooldown: timedelta,
+        now: datetime,
+    ) -> ToolTierSkipped | None:
+        health = await self._view.current()
+        until = circuit_open_until(health, tool, tier, threshold=threshold, cooldown=cooldown)
+        if until is None or now >= until:
+            return None
+        seen = health.get(tool, tier)
+        return ToolTierSkipped(
+            run_id="",
+            span_id="",
+            at=now,
+            call_id=call_id,
+            tool_name=tool,
+            tier=tier,
+            until=until,
+            failures_in_a_row=seen.consecutive_failures,
+            last_failure_at=seen.last_failure_at,
+        )
+
+
+class LiveLedgers:
+    """Day ledgers read from the store, folding only what is new since the last read."""
+
+    def __init__(self, folds: StreamFolds[LedgerState]) -> None:
+        self._folds = folds
+
+    async def day_ledger(self, stream: str) -> LedgerState:
+        return await self._folds.current(stream)
+
+    def forget(self, stream: str) -> None:
+        self._folds.forget(stream)
+
+
+class LiveKeys:
+    """Key ledgers read from the store, folding only what is new since the last read."""
+
+    def __init__(self, folds: StreamFolds[KeyRecord]) -> None:
+        self._folds = folds
+
+    async def key_record(self, key: str, call_id: str) -> KeyRecord:
+        return await self._folds.current(key_stream(key))
+
+    def forget(self, key: str) -> None:
+        self._folds.forget(key_stream(key))
+
+
+def ledger_folds(store: EventStore) -> tuple[StreamFolds[LedgerState], StreamFolds[KeyRecord]]:
+    """The stream folds an engine keeps for day ledgers and key ledgers."""
+    return StreamFolds(store, fold_ledger), StreamFolds(store, fold_key)
+
+
+def _envelope(event: ToolCallIntended | ModelCallRequested, at: datetime) -> dict[str, Any]:
+    return {
+        "run_id": event.run_id,
+        "span_id": event.span_id,
+        "parent_span_id": event.parent_span_id,
+        "at": at,
+    }
+
+
+def _context(intended: ToolCallIntended, tier: str, user_id: str) -> ToolContext:
+    return ToolContext(
+        run_id=intended.run_id,
+        call_id=intended.call_id,
+        user_id=user_id,
+        tier=tier,
+        idempotency_key=intended.idempotency_key,
+    )

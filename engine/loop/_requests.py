@@ -1,0 +1,88 @@
+"""What each model call is sent, built from the run's state alone.
+
+A request is rebuilt from state wherever it is needed (to fingerprint it when it is recorded, to
+send it, to send it again after a crash), so every place sees the same request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from pydantic import TypeAdapter
+
+from agentledger.engine._agent import Agent
+from agentledger.engine.models._model import Model, ModelRequest
+from agentledger.events import ModelPurpose
+from agentledger.projections._memory_view import CompactionPlan, memory_view, plan_compaction
+from agentledger.projections._messages import Message, SystemMessage, UserMessage
+from agentledger.projections._run_state import RunState
+
+_MESSAGES = TypeAdapter(list[Message])
+
+SUMMARY_INSTRUCTIONS = (
+    "You compress tool results for an agent's memory. Summarise the results below: keep every "
+    "fact, number, name and identifier the agent may still need; drop repetition and "
+    "formatting. Answer with the summary only."
+)
+
+
+def compaction_plan(state: RunState, agent: Agent) -> CompactionPlan | None:
+    """What the memory policy would compact before the turn's model call (``None``: nothing)."""
+    policy = agent.memory
+    if policy is None:
+        return None
+    return plan_compaction(
+        state.messages,
+        state.message_versions,
+        state.compactions,
+        policy,
+        reported_input_tokens=state.reported_input_tokens,
+        reported_for=state.reported_for,
+    )
+
+
+def model_chain(agent: Agent, purpose: ModelPurpose) -> tuple[Model, ...]:
+    """The models a ``purpose`` call may go to, in order (the first, then the fallbacks)."""
+    if purpose == "agent":
+        return agent.models
+    if purpose == "summary":
+        return (agent.summary_model or agent.model,)
+    critic = agent.critic
+    assert critic is not None and critic.judge is not None  # decide asks a judge only then
+    return (critic.judge.model,)
+
+
+def build_request(state: RunState, agent: Agent, purpose: ModelPurpose) -> ModelRequest:
+    """The request of the run's ``purpose`` call as its state stands."""
+    if purpose == "agent":
+        messages: Sequence[Message] = state.messages
+        if agent.memory is not None:
+            messages = memory_view(state.messages, state.message_versions, state.compactions)
+        return ModelRequest(messages=messages, tools=agent.tool_specs, max_tokens=agent.max_tokens)
+    if purpose == "summary":
+        plan = compaction_plan(state, agent)
+        assert plan is not None and agent.memory is not None  # decide summarises only then
+        return ModelRequest(
+            messages=[
+                SystemMessage(content=SUMMARY_INSTRUCTIONS),
+                UserMessage(content=plan.text_to_summarise),
+            ],
+            max_tokens=agent.memory.summary_max_tokens,
+        )
+    critic = agent.critic
+    assert critic is not None and critic.judge is not None and state.started is not None
+    return critic.judge.request(state.started.task, state.last_answer)
+
+
+def request_body(request: ModelRequest) -> bytes:
+    """The request's messages as JSON: what its size estimate and fingerprint are taken from."""
+    return _MESSAGES.dump_json(list(request.messages))
+
+
+def request_digest(request: ModelRequest, body: bytes | None = None) -> str:
+    """A fingerprint of what a model is sent, so replay can tell when a request changed."""
+    body = request_body(request) if body is None else body
+    tools = ",".join(sorted(t.name for t in request.tools)).encode()
+    limit = str(request.max_tokens).encode()
+    return hashlib.sha256(body + b"\0" + tools + b"\0" + limit).hexdigest()[:32]

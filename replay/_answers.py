@@ -1,0 +1,230 @@
+"""The ports of a replayed run, answered from its tape.
+
+They have the shape of the engine's ports (see ``agentledger.engine.loop``): a model port, a
+tool port, the breakers, the day and key ledgers, a clock, ids and the gate consulted before
+every I/O. Each answer is the recorded event of the original answer; the engine places it in the
+replayed run's trace as it places a live one. Nothing here calls a model or runs a tool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from agentledger.events import (
+    EventStore,
+    MemoryEventStore,
+    ModelCallFailed,
+    ModelCallRequested,
+    ModelCallResponded,
+    RecordedEvent,
+    StreamAppend,
+    ToolCallIntended,
+    ToolCallReconciled,
+    ToolCallSucceeded,
+    ToolTierFailed,
+    ToolTierSkipped,
+)
+from agentledger.projections._keys import KeyRecord, fold_key
+from agentledger.projections._spend import LedgerState, fold_ledger
+from agentledger.projections._streams import key_stream, run_stream
+
+from ._tape import Interrupted, Interruption, Tape
+
+
+class ScratchStore(MemoryEventStore):
+    """The in-memory store a replay writes to; it knows the replayed run's version, and refuses
+    to write past the point where the recorded run crashed (the replay stops there)."""
+
+    def __init__(self, run_id: str, tape: Tape) -> None:
+        super().__init__()
+        self._stream = run_stream(run_id)
+        self._tape = tape
+        self.run_version = 0
+
+    async def append(self, *appends: StreamAppend) -> list[RecordedEvent]:
+        for append in appends:
+            if append.stream_id == self._stream and _stops_at(self._tape, self.run_version):
+                self._tape.interruptions.popleft()
+                raise Interrupted()
+        recorded = await super().append(*appends)
+        self.run_version = max(
+            [r.version for r in recorded if r.stream_id == self._stream], default=self.run_version
+        )
+        return recorded
+
+
+def _stops_at(tape: Tape, committed: int) -> bool:
+    nxt = tape.interruptions[0] if tape.interruptions else None
+    return nxt is not None and nxt.kind == "crash" and nxt.version == committed
+
+
+class TapeClock:
+    """The recorded time: the time of the next event the replayed run is to write."""
+
+    def __init__(self, tape: Tape, scratch: ScratchStore) -> None:
+        self._events = tape.events
+        self._scratch = scratch
+
+    def now(self) -> datetime:
+        index = min(self._scratch.run_version, len(self._events) - 1)
+        return self._events[index].event.at
+
+    async def sleep(self, seconds: float) -> None:
+        return None  # the recorded back-off already happened
+
+
+class ReplayIds:
+    """Ids ``replay-1``, ``replay-2``, ...: a replay's own ids are not compared."""
+
+    def __init__(self) -> None:
+        self._count = 0
+
+    def new_id(self) -> str:
+        self._count += 1
+        return f"replay-{self._count}"
+
+
+class TapeModels:
+    """Model answers from the tape; the request must be the one recorded."""
+
+    def __init__(self, tape: Tape) -> None:
+        self._tape = tape
+
+    async def attempt(
+        self, requested: ModelCallRequested, request: object
+    ) -> ModelCallResponded | ModelCallFailed:
+        return self._tape.next_attempt(requested.model, requested.request_digest).outcome
+
+
+class TapeTools:
+    """Tier outcomes and reconcile findings from the tape; no tool runs."""
+
+    def __init__(self, tape: Tape) -> None:
+        self._tape = tape
+
+    async def run_tier(
+        self, intended: ToolCallIntended, tier: str, args: object, user_id: str
+    ) -> ToolCallSucceeded | ToolTierFailed:
+        return self._tape.tier_outcome(intended.call_id, tier)
+
+    async def reconcile(
+        self, intended: ToolCallIntended, args: object, user_id: str
+    ) -> ToolCallReconciled:
+        return self._tape.reconciled(intended.call_id)
+
+
+class TapeHealth:
+    """The breakers as they decided when recorded: a tier is skipped where it was skipped."""
+
+    def __init__(self, tape: Tape) -> None:
+        self._tape = tape
+
+    async def skip(
+        self,
+        call_id: str,
+        tool: str,
+        tier: str,
+        *,
+        threshold: int,
+        cooldown: timedelta,
+        now: datetime,
+    ) -> ToolTierSkipped | None:
+        return self._tape.skip(call_id, tier)
+
+
+class TapeLedgers:
+    """Day ledgers as the store held them when each recorded reservation was decided."""
+
+    def __init__(self, tape: Tape, store: EventStore, scratch: ScratchStore) -> None:
+        self._tape = tape
+        self._store = store
+        self._scratch = scratch
+
+    async def day_ledger(self, stream: str) -> LedgerState:
+        before = self._tape.ledger_read()
+        then = fold_ledger(_before(await self._store.read_stream(stream), before))
+        # Amounts as they were; the version is the scratch ledger's, which the replay appends to.
+        return LedgerState(
+            await self._scratch.stream_version(stream), then.settled, then.outstanding
+        )
+
+    def forget(self, stream: str) -> None:
+        return None
+
+
+class TapeKeys:
+    """Key ledgers as the store held them when each recorded side effect was decided."""
+
+    def __init__(self, tape: Tape, store: EventStore, scratch: ScratchStore) -> None:
+        self._tape = tape
+        self._store = store
+        self._scratch = scratch
+
+    async def key_record(self, key: str, call_id: str) -> KeyRecord:
+        before = self._tape.key_read(call_id)
+        stream = key_stream(key)
+        then = fold_key(_before(await self._store.read_stream(stream), before))
+        return KeyRecord(await self._scratch.stream_version(stream), then.intent, then.outcome)
+
+    def forget(self, key: str) -> None:
+        return None
+
+
+class TapeGate:
+    """Stops the replayed run where the recorded one was interrupted: before the first I/O once
+    the log stands where the recorded crash left it, or a cancellation at the version the
+    recorded one struck."""
+
+    def __init__(self, tape: Tape) -> None:
+        self._tape = tape
+
+    async def before_io(self, committed: int, version: int) -> str | None:
+        interruptions = self._tape.interruptions
+        nxt = interruptions[0] if interruptions else None
+        if nxt is None:
+            return None
+        if nxt.kind == "crash" and nxt.version == committed:
+            interruptions.popleft()
+            raise Interrupted()
+        if nxt.kind == "cancel" and nxt.version == version:
+            interruptions.popleft()
+            return nxt.reason
+        return None
+
+
+@dataclass
+class TapeAnswers:
+    """Every port of a replayed run, answered from ``tape``."""
+
+    run_id: str
+    tape: Tape
+    store: EventStore
+    scratch: ScratchStore
+    clock: TapeClock = field(init=False)
+    ids: ReplayIds = field(init=False)
+    models: TapeModels = field(init=False)
+    tools: TapeTools = field(init=False)
+    health: TapeHealth = field(init=False)
+    ledgers: TapeLedgers = field(init=False)
+    keys: TapeKeys = field(init=False)
+    gate: TapeGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clock = TapeClock(self.tape, self.scratch)
+        self.ids = ReplayIds()
+        self.models = TapeModels(self.tape)
+        self.tools = TapeTools(self.tape)
+        self.health = TapeHealth(self.tape)
+        self.ledgers = TapeLedgers(self.tape, self.store, self.scratch)
+        self.keys = TapeKeys(self.tape, self.store, self.scratch)
+        self.gate = TapeGate(self.tape)
+
+    def next_interruption(self) -> Interruption | None:
+        """Where the recorded run was interrupted next, if anywhere."""
+        return self.tape.interruptions[0] if self.tape.interruptions else None
+
+
+def _before(events: Sequence[RecordedEvent], position: int) -> list[RecordedEvent]:
+    return [r for r in events if r.position < position]

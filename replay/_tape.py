@@ -83,6 +83,8 @@ class Tape:
     tiers: dict[tuple[str, str], deque[ToolCallSucceeded | ToolTierFailed]] = field(
         default_factory=dict
     )
+    tier_versions: dict[str, deque[int]] = field(default_factory=dict)
+    """Per tool call id: the versions of its recorded tier outcomes not played yet."""
     skips: dict[tuple[str, str], deque[ToolTierSkipped]] = field(default_factory=dict)
     reconciles: dict[str, deque[ToolCallReconciled]] = field(default_factory=dict)
     key_reads: dict[str, deque[int]] = field(default_factory=dict)
@@ -116,6 +118,7 @@ class Tape:
             elif isinstance(event, ToolCallSucceeded | ToolTierFailed):
                 if not (isinstance(event, ToolCallSucceeded) and event.tier == "reconciled"):
                     tape.tiers.setdefault((event.call_id, event.tier), deque()).append(event)
+                    tape.tier_versions.setdefault(event.call_id, deque()).append(recorded.version)
             elif isinstance(event, ToolTierSkipped):
                 tape.skips.setdefault((event.call_id, event.tier), deque()).append(event)
             elif isinstance(event, ToolCallReconciled):
@@ -150,16 +153,23 @@ class Tape:
     def tier_outcome(self, call_id: str, tier: str) -> ToolCallSucceeded | ToolTierFailed:
         """What tier ``tier`` did for tool call ``call_id`` when it was recorded."""
         queue = self.tiers.get((call_id, tier))
+        versions = self.tier_versions.get(call_id)
         if not queue:
+            # Report the outcome the recording holds next for this call, if any.
+            version = versions[0] if versions else None
+            expected = stable_fields(self.events[version - 1].event) if version else None
             raise Diverged(
                 Divergence(
-                    None,
-                    None,
+                    version,
+                    expected,
                     {"call_id": call_id, "tier": tier},
-                    "a tool call the recording lacks",
+                    f"tier {tier!r} of tool call {call_id!r} was run, which the recording lacks",
                 )
             )
-        return queue.popleft()
+        outcome = queue.popleft()
+        if versions:
+            versions.popleft()
+        return outcome
 
     def skip(self, call_id: str, tier: str) -> ToolTierSkipped | None:
         """The recorded breaker skip of this tier of this call, if it was skipped."""

@@ -5,9 +5,10 @@
     events  = await perform(command, ports)     # at most one I/O
     stage(events); state = fold(state, events)
 
-Before any I/O the gate is consulted (replay stops or cancels a run there) and the recorder
-makes durable what must be (see ``_recorder``). The loop ends when ``decide`` says stop: the run
-has ended or waits for a person; what is still staged is written then.
+Before any I/O the recorder makes durable what must be (see ``_recorder``), then the gate is
+consulted (replay stops or cancels a run there, where the recorded run was interrupted). The
+loop ends when ``decide`` says stop: the run has ended or waits for a person; what is still
+staged is written then.
 """
 
 from __future__ import annotations
@@ -118,14 +119,14 @@ async def drive(
             races += 1
             continue
         if command.io:
-            reason = await ports.gate.before_io(recorder.committed, state.version)
-            if reason is not None:
-                await cancel_run(recorder, ports.clock, ports.ids, reason)
-                return recorder.state
             flush = recorder.must_flush(executes=command.executes)
             if flush and not await _flushed(recorder, ports, races, executes=command.executes):
                 races += 1
                 continue
+            reason = await ports.gate.before_io(recorder.committed, state.version)
+            if reason is not None:
+                await cancel_run(recorder, ports.clock, ports.ids, reason)
+                return recorder.state
         performed = _PERFORMERS[type(command)](
             command, Step(state, agent, ports, budgets), recorder
         )

@@ -279,12 +279,15 @@ class ToolHealthView:
 
     async def current(self) -> ToolHealth:
         """The health as of the store's head (or of the last refresh, if that is recent)."""
-        async with self._lock:
-            now = anyio.current_time()
-            if self._missed or now - self._refreshed_at >= self._refresh_interval:
-                await self._catch_up()
-                self._refreshed_at = now
-                self._missed = False
+        if self._missed or anyio.current_time() - self._refreshed_at >= self._refresh_interval:
+            # One reader at a time; the fresh view answers the others too (no lock otherwise:
+            # taking one yields to the event loop, on the path of every tool call).
+            async with self._lock:
+                now = anyio.current_time()
+                if self._missed or now - self._refreshed_at >= self._refresh_interval:
+                    await self._catch_up()
+                    self._refreshed_at = now
+                    self._missed = False
         return self._state
 
     async def _catch_up(self) -> None:

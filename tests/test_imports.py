@@ -1,4 +1,4 @@
-"""Imports go one way: events <- projections <- replay <- engine; asyncpg stays optional."""
+"""Imports go one way: events <- projections <- replay <- engine; engine/ in floors; no cycles."""
 
 from __future__ import annotations
 
@@ -108,3 +108,97 @@ def test_packages_import_without_asyncpg() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# -- engine/: floors by role, and no cycles anywhere --------------------------------------------
+
+ENGINE_FLOORS = [
+    ["_errors"],
+    ["models"],
+    ["tools"],
+    ["policies"],
+    ["_agent"],
+    ["loop"],
+    ["_engine", "_replaying", "_sink", "testing"],
+    ["cli", "__init__", "__main__"],
+]
+"""Lowest first: an engine module imports modules of its own floor or of floors below it
+(cli -> façade -> loop -> agent -> policies -> tools -> models -> errors)."""
+
+
+def _module_name(path: Path) -> str:
+    relative = path.relative_to(ROOT).with_suffix("")
+    parts = list(relative.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return "agentledger." + ".".join(parts)
+
+
+def _imports_of(path: Path) -> set[str]:
+    """The ``agentledger.*`` modules ``path`` imports (relative imports resolved)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("agentledger."))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            if module.startswith("agentledger."):
+                found.add(module)
+                # ``from .loop import _driver`` imports a module too
+                found.update(f"{module}.{a.name}" for a in node.names)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for layer in LAYERS for p in _sources(layer)}
+    return {
+        name: {m for m in _imports_of(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+
+
+def _floor(module: str) -> int:
+    part = module.removeprefix("agentledger.engine.").split(".")[0]
+    if module == "agentledger.engine":
+        part = "__init__"
+    for index, names in enumerate(ENGINE_FLOORS):
+        if part in names:
+            return index
+    raise AssertionError(f"{module} is on no floor of ENGINE_FLOORS")
+
+
+def test_engine_modules_import_only_their_floor_or_below() -> None:
+    violations = []
+    for module, imported in _graph().items():
+        if not module.startswith("agentledger.engine"):
+            continue
+        for other in imported:
+            if other.startswith("agentledger.engine") and _floor(other) > _floor(module):
+                violations.append(f"{module} imports {other}, a floor above it")
+    assert violations == []
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    graph = _graph()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for other in sorted(graph[module]):
+            if state.get(other) == 1:
+                cycles.append([*path[path.index(other) :], other])
+            elif other not in state:
+                visit(other, [*path, other])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []

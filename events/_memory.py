@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Self
 
+from ._append_rule import Accepted, judge
 from ._codec import EventCodec
 from ._envelope import RecordedEvent, StreamAppend
-from ._errors import ConcurrencyError, DuplicateEventError, StoreClosedError
-from ._store import Checkpoint, StoreBase, check_no_inner_duplicates, checkpoint_stream
+from ._errors import ConcurrencyError, StoreClosedError
+from ._store import Checkpoint, StoreBase, checkpoint_stream
 from ._time import Clock, utc_now
 
 
@@ -42,29 +43,23 @@ class MemoryEventStore(StoreBase):
 
     async def append(self, *appends: StreamAppend) -> list[RecordedEvent]:
         self._check_open()
-        check_no_inner_duplicates(appends)
         for append in appends:  # refuse what the durable stores could not write
             for new in append.events:
                 EventCodec.encode(new.event)
-        known = [n.event_id for a in appends for n in a.events if n.event_id in self._by_id]
-        if known:
-            raise DuplicateEventError(known)
-        heads: dict[str, int] = {}
-        for append in appends:
-            current = heads.get(append.stream_id, len(self._streams.get(append.stream_id, ())))
-            if append.expected_version is not None and append.expected_version != current:
-                raise ConcurrencyError(append.stream_id, append.expected_version, current)
-            heads[append.stream_id] = current + len(append.events)
+        heads = {a.stream_id: len(self._streams.get(a.stream_id, ())) for a in appends}
+        verdict = judge(appends, heads, self._by_id)
+        if not isinstance(verdict, Accepted):
+            raise verdict
         recorded_at = self._clock()
         recorded: list[RecordedEvent] = []
         position = len(self._log)
-        for append in appends:
+        for append, first in zip(appends, verdict.first_versions, strict=True):
             stream = self._streams.setdefault(append.stream_id, [])
-            for new in append.events:
+            for version, new in enumerate(append.events, first):
                 position += 1
                 event = RecordedEvent(
                     stream_id=append.stream_id,
-                    version=len(stream) + 1,
+                    version=version,
                     position=position,
                     event_id=new.event_id,
                     recorded_at=recorded_at,

@@ -37,6 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "PostgresEventStore needs asyncpg: pip install 'agentledger[postgres]'"
     ) from exc
 
+from ._append_rule import Accepted, judge_in_order
 from ._codec import EventCodec, default_codec
 from ._envelope import RecordedEvent, StreamAppend
 from ._errors import (
@@ -47,7 +48,7 @@ from ._errors import (
     StoreClosedError,
     StoreUnavailableError,
 )
-from ._store import Checkpoint, StoreBase, check_no_inner_duplicates, checkpoint_stream
+from ._store import Checkpoint, StoreBase, checkpoint_stream
 from ._time import Clock, utc_now
 
 _Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
@@ -64,6 +65,8 @@ _RETRYABLE = (
 )
 _MAX_BATCH_EVENTS = 2000
 
+# (position, stream_id, version, event_id, type, schema_version, data); recorded_at is shared.
+_EventRow: TypeAlias = tuple[int, str, int, str, str, int, bytes]
 _EVENT_COLUMNS = "position, stream_id, version, event_id, type, schema_version, recorded_at, data"
 
 
@@ -329,7 +332,6 @@ class PostgresEventStore(StoreBase):
 
     async def append(self, *appends: StreamAppend) -> list[RecordedEvent]:
         async with self._operation() as pool:
-            check_no_inner_duplicates(appends)
             payloads = [[EventCodec.encode(new.event) for new in a.events] for a in appends]
             request = _Request(appends, payloads)
             self._queue.append(request)
@@ -428,11 +430,22 @@ class PostgresEventStore(StoreBase):
                 streams,
             )
             head, known_ids, versions = probe if probe is not None else (0, [], [])
-            plan = _BatchPlan(head, set(known_ids), dict(zip(streams, versions, strict=True)))
+            verdicts = judge_in_order(
+                (request.appends for request in batch),
+                dict(zip(streams, versions, strict=True)),
+                known_ids,
+            )
             recorded_at = self._clock()
-            outcomes = [plan.add(request, recorded_at) for request in batch]
-            if plan.rows:
-                columns = list(zip(*plan.rows, strict=True))
+            rows: list[_EventRow] = []
+            outcomes: list[list[RecordedEvent] | EventStoreError] = []
+            for request, verdict in zip(batch, verdicts, strict=True):
+                outcomes.append(
+                    _record(request, verdict, head + len(rows), recorded_at, rows)
+                    if isinstance(verdict, Accepted)
+                    else verdict
+                )
+            if rows:
+                columns = list(zip(*rows, strict=True))
                 await conn.execute(
                     f"""WITH inserted AS (
                             INSERT INTO {self._events} ({_EVENT_COLUMNS})
@@ -444,7 +457,7 @@ class PostgresEventStore(StoreBase):
                     recorded_at,
                     columns[6],
                     self._channel,
-                    str(plan.head),
+                    str(head + len(rows)),
                 )
         return outcomes
 
@@ -588,63 +601,44 @@ class PostgresEventStore(StoreBase):
         )
 
 
-class _BatchPlan:
-    """Checks a batch's requests in order against the locked head, as if appended one by one.
-
-    Later requests see the streams and ids of earlier accepted ones, so a batch behaves exactly
-    like the same appends made in sequence.
-    """
-
-    def __init__(self, head: int, known_ids: set[str], versions: dict[str, int]) -> None:
-        self.head = head
-        self.known_ids = known_ids
-        self.versions = versions
-        self.rows: list[tuple[int, str, int, str, str, int, bytes]] = []
-
-    def add(
-        self, request: _Request, recorded_at: datetime
-    ) -> list[RecordedEvent] | EventStoreError:
-        known = [
-            n.event_id for a in request.appends for n in a.events if n.event_id in self.known_ids
-        ]
-        if known:
-            return DuplicateEventError(known)
-        heads: dict[str, int] = {}
-        for append in request.appends:
-            current = heads.get(append.stream_id, self.versions[append.stream_id])
-            if append.expected_version is not None and append.expected_version != current:
-                return ConcurrencyError(append.stream_id, append.expected_version, current)
-            heads[append.stream_id] = current + len(append.events)
-        recorded: list[RecordedEvent] = []
-        for append, payloads in zip(request.appends, request.payloads, strict=True):
-            for new, data in zip(append.events, payloads, strict=True):
-                self.head += 1
-                version = self.versions[append.stream_id] = self.versions[append.stream_id] + 1
-                schema_version = EventCodec.schema_version(new.event.type)
-                recorded.append(
-                    RecordedEvent(
-                        stream_id=append.stream_id,
-                        version=version,
-                        position=self.head,
-                        event_id=new.event_id,
-                        recorded_at=recorded_at,
-                        schema_version=schema_version,
-                        event=new.event,
-                    )
+def _record(
+    request: _Request,
+    accepted: Accepted,
+    position: int,
+    recorded_at: datetime,
+    rows: list[_EventRow],
+) -> list[RecordedEvent]:
+    """The events of an accepted request, numbered after ``position``; their rows go to ``rows``."""
+    recorded: list[RecordedEvent] = []
+    for append, payloads, first in zip(
+        request.appends, request.payloads, accepted.first_versions, strict=True
+    ):
+        for version, (new, data) in enumerate(zip(append.events, payloads, strict=True), first):
+            position += 1
+            schema_version = EventCodec.schema_version(new.event.type)
+            recorded.append(
+                RecordedEvent(
+                    stream_id=append.stream_id,
+                    version=version,
+                    position=position,
+                    event_id=new.event_id,
+                    recorded_at=recorded_at,
+                    schema_version=schema_version,
+                    event=new.event,
                 )
-                self.rows.append(
-                    (
-                        self.head,
-                        append.stream_id,
-                        version,
-                        new.event_id,
-                        new.event.type,
-                        schema_version,
-                        data,
-                    )
+            )
+            rows.append(
+                (
+                    position,
+                    append.stream_id,
+                    version,
+                    new.event_id,
+                    new.event.type,
+                    schema_version,
+                    data,
                 )
-                self.known_ids.add(new.event_id)
-        return recorded
+            )
+    return recorded
 
 
 __all__ = ["PostgresEventStore"]

@@ -32,8 +32,8 @@ from ._sqlite_sql import (
     map_sqlite_error,
     to_micros,
 )
-from ._sqlite_writer import PendingAppend, PreparedEvent, SqliteWriter
-from ._store import Checkpoint, StoreBase, check_no_inner_duplicates
+from ._sqlite_writer import PendingAppend, SqliteWriter, prepare
+from ._store import Checkpoint, StoreBase
 from ._time import Clock, utc_now
 
 
@@ -214,7 +214,7 @@ class SqliteEventStore(StoreBase):
         self._check_open()
         if not appends:
             return []
-        pending = self._prepare(appends)
+        pending = prepare(appends, self._codec)
         batch = self._queue
         batch.requests.append(pending)
         self._poke_writer()
@@ -232,22 +232,6 @@ class SqliteEventStore(StoreBase):
             raise pending.error
         assert batch.recorded_at is not None
         return self._recorded(pending, batch.recorded_at)
-
-    def _prepare(self, appends: Sequence[StreamAppend]) -> PendingAppend:
-        encode = self._codec.encode
-        schema_version = self._codec.schema_version
-        checks: list[tuple[str, int | None, int]] = []
-        events: list[PreparedEvent] = []
-        for append in appends:
-            checks.append((append.stream_id, append.expected_version, len(append.events)))
-            for new in append.events:
-                event_type = new.event.type
-                events.append(
-                    (new.event_id, event_type, schema_version(event_type), encode(new.event))
-                )
-        if len(events) > 1:
-            check_no_inner_duplicates(appends)
-        return PendingAppend(appends, checks, events)
 
     @staticmethod
     def _recorded(pending: PendingAppend, recorded_at: datetime) -> list[RecordedEvent]:

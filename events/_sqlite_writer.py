@@ -2,7 +2,9 @@
 
 Everything here runs in a worker thread (the store serialises calls with a ``CapacityLimiter(1)``),
 so a batch costs one thread hop however many appends it carries: ``BEGIN IMMEDIATE``, one query
-for the head position and every stream's version, one ``executemany`` and ``COMMIT``.
+for the head position and every stream's version, one ``executemany`` and ``COMMIT``. The
+shared append rule (``_append_rule``) judges the batch; stored event ids are queried only when
+it refuses an append or the UNIQUE constraint reports one.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from os import PathLike
 
 import orjson
 
+from ._append_rule import Accepted, judge_in_order
+from ._codec import EventCodec
 from ._envelope import StreamAppend
-from ._errors import ConcurrencyError, DuplicateEventError, EventStoreError, StoreClosedError
+from ._errors import ConcurrencyError, EventStoreError, StoreClosedError
 from ._sqlite_sql import (
     CHECKPOINT_DELETE_ROW,
     CHECKPOINT_POSITION,
@@ -42,29 +46,15 @@ EventRow = tuple[int, str, int, str, str, int, int, bytes]
 class PendingAppend:
     """One ``append`` call as the writer sees it: prepared rows in, outcome out.
 
-    The caller fills ``appends``, ``checks`` (stream, expected version, event count per
-    ``StreamAppend``) and ``events``. The writer thread sets either ``error`` (this call alone
-    failed: a version conflict or a duplicate id) or ``first_position`` and ``first_versions``.
+    The caller fills ``appends`` and ``events`` (see :func:`prepare`). The writer thread sets
+    either ``error`` (this call alone was refused: a version conflict or a duplicate id) or
+    ``first_position`` and ``first_versions``.
     """
 
-    __slots__ = (
-        "appends",
-        "cancelled",
-        "checks",
-        "error",
-        "events",
-        "first_position",
-        "first_versions",
-    )
+    __slots__ = ("appends", "cancelled", "error", "events", "first_position", "first_versions")
 
-    def __init__(
-        self,
-        appends: Sequence[StreamAppend],
-        checks: list[tuple[str, int | None, int]],
-        events: list[PreparedEvent],
-    ) -> None:
+    def __init__(self, appends: Sequence[StreamAppend], events: list[PreparedEvent]) -> None:
         self.appends = appends
-        self.checks = checks
         self.events = events
         self.cancelled = False
         self.error: EventStoreError | None = None
@@ -72,76 +62,16 @@ class PendingAppend:
         self.first_versions: list[int] = []
 
 
-class Planned:
-    """The rows one pending append will insert and the stream heads it moves."""
-
-    __slots__ = ("heads", "rows")
-
-    def __init__(self, rows: list[EventRow], heads: dict[str, int]) -> None:
-        self.rows = rows
-        self.heads = heads
-
-
-def plan(
-    pending: PendingAppend, position: int, heads: dict[str, int | None], recorded_at: int
-) -> Planned | None:
-    """Number one append after ``position`` against ``heads``; ``None`` (and ``pending.error``
-    set) when an expected version does not hold."""
-    if len(pending.checks) == 1:
-        return _plan_one_stream(pending, position, heads, recorded_at)
-    moved: dict[str, int] = {}
-    firsts: list[int] = []
-    for stream_id, expected, count in pending.checks:
-        current = moved.get(stream_id)
-        if current is None:
-            current = heads.get(stream_id) or 0
-        if expected is not None and expected != current:
-            pending.error = ConcurrencyError(stream_id, expected, current)
-            return None
-        firsts.append(current + 1)
-        moved[stream_id] = current + count
-    rows: list[EventRow] = []
-    events = pending.events
-    index = 0
-    for (stream_id, _, count), first in zip(pending.checks, firsts, strict=True):
-        for offset in range(count):
-            event_id, event_type, schema_version, data = events[index]
-            index += 1
-            rows.append(
-                (
-                    position + index,
-                    stream_id,
-                    first + offset,
-                    event_id,
-                    event_type,
-                    schema_version,
-                    recorded_at,
-                    data,
-                )
-            )
-    pending.error = None
-    pending.first_position = position + 1
-    pending.first_versions = firsts
-    return Planned(rows, moved)
-
-
-def _plan_one_stream(
-    pending: PendingAppend, position: int, heads: dict[str, int | None], recorded_at: int
-) -> Planned | None:
-    # The common case, kept lean: it runs for nearly every append of every batch.
-    stream_id, expected, count = pending.checks[0]
-    current = heads.get(stream_id) or 0
-    if expected is not None and expected != current:
-        pending.error = ConcurrencyError(stream_id, expected, current)
-        return None
-    pending.error = None
-    pending.first_position = position + 1
-    pending.first_versions = [current + 1]
-    rows = [
-        (position + i, stream_id, current + i, event_id, event_type, schema, recorded_at, data)
-        for i, (event_id, event_type, schema, data) in enumerate(pending.events, 1)
-    ]
-    return Planned(rows, {stream_id: current + count})
+def prepare(appends: Sequence[StreamAppend], codec: EventCodec) -> PendingAppend:
+    """Encode one call's events for the writer (raises ``EncodeError`` before anything queues)."""
+    encode = codec.encode
+    schema_version = codec.schema_version
+    events: list[PreparedEvent] = []
+    for append in appends:
+        for new in append.events:
+            event_type = new.event.type
+            events.append((new.event_id, event_type, schema_version(event_type), encode(new.event)))
+    return PendingAppend(appends, events)
 
 
 class SqliteWriter:
@@ -183,71 +113,31 @@ class SqliteWriter:
         return self._conn
 
     def write_batch(self, batch: list[PendingAppend], recorded_at: int) -> int:
-        """Commit every append of ``batch`` whose checks hold, in one transaction.
+        """Commit every append of ``batch`` the append rule accepts, in one transaction.
 
-        Returns how many events were committed. An append that fails alone gets its ``error``;
-        an ``sqlite3.Error`` escaping from here means nothing of the batch was committed.
+        Returns how many events were committed. An append refused alone gets its ``error``; an
+        ``sqlite3.Error`` escaping from here means nothing of the batch was committed.
         """
         conn = self._connection()
-        streams = _streams_of(batch)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            position, heads = _read_heads(conn, streams)
-            rows: list[EventRow] = []
-            for pending in batch:
-                planned = plan(pending, position, heads, recorded_at)
-                if planned is not None:
-                    rows += planned.rows
-                    heads.update(planned.heads)
-                    position += len(planned.rows)
-            _prefer_duplicates(conn, batch)
+            rows = _judge(conn, batch, recorded_at, look_up_ids=False)
             if rows:
                 try:
                     conn.executemany(INSERT_EVENTS, rows)
                 except sqlite3.IntegrityError:
-                    # A duplicate event id, stored before or earlier in this batch: redo the
-                    # batch one append at a time so only the offending appends fail.
+                    # An event id stored before this batch, which the fast path does not look
+                    # up: judge the batch again, this time against the stored ids. Under the
+                    # write lock that judgement is exact, so a second violation fails the batch.
                     conn.execute("ROLLBACK")
-                    return self._write_one_by_one(conn, batch, streams, recorded_at)
+                    conn.execute("BEGIN IMMEDIATE")
+                    rows = _judge(conn, batch, recorded_at, look_up_ids=True)
+                    conn.executemany(INSERT_EVENTS, rows)
             conn.execute("COMMIT")
         except BaseException:
             rollback_quietly(conn)
             raise
         return len(rows)
-
-    def _write_one_by_one(
-        self,
-        conn: sqlite3.Connection,
-        batch: list[PendingAppend],
-        streams: list[str],
-        recorded_at: int,
-    ) -> int:
-        conn.execute("BEGIN IMMEDIATE")
-        position, heads = _read_heads(conn, streams)
-        written = 0
-        for pending in batch:
-            planned = plan(pending, position, heads, recorded_at)
-            if planned is None:
-                _prefer_duplicates(conn, [pending])
-                continue
-            conn.execute("SAVEPOINT one_append")
-            try:
-                conn.executemany(INSERT_EVENTS, planned.rows)
-            except sqlite3.IntegrityError:
-                conn.execute("ROLLBACK TO one_append")
-                conn.execute("RELEASE one_append")
-                ids = [event[0] for event in pending.events]
-                found = _stored_ids(conn, ids)
-                if not found:
-                    raise
-                pending.error = DuplicateEventError([i for i in ids if i in found])
-                continue
-            conn.execute("RELEASE one_append")
-            heads.update(planned.heads)
-            position += len(planned.rows)
-            written += len(planned.rows)
-        conn.execute("COMMIT")
-        return written
 
     def save_checkpoint(
         self,
@@ -281,42 +171,85 @@ class SqliteWriter:
             raise
 
 
-def _streams_of(batch: list[PendingAppend]) -> list[str]:
-    return list({check[0]: None for pending in batch for check in pending.checks})
+def _judge(
+    conn: sqlite3.Connection, batch: list[PendingAppend], recorded_at: int, *, look_up_ids: bool
+) -> list[EventRow]:
+    """Judge ``batch`` in order against the heads read now; the rows of the accepted appends.
+
+    Without ``look_up_ids`` (the fast path) stored ids are not queried: the UNIQUE constraint
+    catches them at insert. A refusal made without them is not trusted, though (a stale retry of
+    an append that did commit must be reported as a duplicate), so any refusal looks them up and
+    judges again, still before anything is inserted.
+    """
+    position, heads = _read_heads(conn, batch)
+    calls = [pending.appends for pending in batch]
+    known = _stored_ids(conn, batch) if look_up_ids else ()
+    verdicts = judge_in_order(calls, heads, known)
+    if not look_up_ids and not all(isinstance(verdict, Accepted) for verdict in verdicts):
+        verdicts = judge_in_order(calls, heads, _stored_ids(conn, batch))
+    rows: list[EventRow] = []
+    for pending, verdict in zip(batch, verdicts, strict=True):
+        if isinstance(verdict, Accepted):
+            pending.error = None
+            pending.first_position = position + 1
+            pending.first_versions = verdict.first_versions
+            position = _add_rows(rows, pending, verdict.first_versions, position, recorded_at)
+        else:
+            pending.error = verdict
+    return rows
 
 
-def _read_heads(conn: sqlite3.Connection, streams: list[str]) -> tuple[int, dict[str, int | None]]:
+def _add_rows(
+    rows: list[EventRow],
+    pending: PendingAppend,
+    first_versions: list[int],
+    position: int,
+    recorded_at: int,
+) -> int:
+    """Append the rows of an accepted call numbered after ``position``; the new position."""
+    events = pending.events
+    if len(pending.appends) == 1:  # the common case, kept lean: one stream, versions in step
+        stream_id = pending.appends[0].stream_id
+        shift = first_versions[0] - position - 1
+        rows += [
+            (at, stream_id, at + shift, event_id, event_type, schema_version, recorded_at, data)
+            for at, (event_id, event_type, schema_version, data) in enumerate(events, position + 1)
+        ]
+        return position + len(events)
+    index = 0
+    for append, first in zip(pending.appends, first_versions, strict=True):
+        stream_id = append.stream_id
+        for version in range(first, first + len(append.events)):
+            event_id, event_type, schema_version, data = events[index]
+            index += 1
+            rows.append(
+                (
+                    position + index,
+                    stream_id,
+                    version,
+                    event_id,
+                    event_type,
+                    schema_version,
+                    recorded_at,
+                    data,
+                )
+            )
+    return position + index
+
+
+def _read_heads(conn: sqlite3.Connection, batch: list[PendingAppend]) -> tuple[int, dict[str, int]]:
+    """The head position and the version of every stream ``batch`` touches (0 if new)."""
+    streams = list({append.stream_id: None for pending in batch for append in pending.appends})
     position = 0
-    heads: dict[str, int | None] = {}
+    heads: dict[str, int] = {}
     for stream_id, value in conn.execute(READ_HEADS, (orjson.dumps(streams).decode(),)):
         if stream_id is None:
             position = value or 0
         else:
-            heads[stream_id] = value
+            heads[stream_id] = value or 0
     return position, heads
 
 
-def _stored_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+def _stored_ids(conn: sqlite3.Connection, batch: list[PendingAppend]) -> set[str]:
+    ids = [event[0] for pending in batch for event in pending.events]
     return {row[0] for row in conn.execute(FIND_EVENT_IDS, (orjson.dumps(ids).decode(),))}
-
-
-def _prefer_duplicates(conn: sqlite3.Connection, batch: list[PendingAppend]) -> None:
-    """Turn the version conflicts of ``batch`` that repeat a known event id into duplicates.
-
-    A stale append carrying ids that are already stored is most likely the retry of an append
-    that did commit, and the duplicate is what tells its writer so (the memory store checks ids
-    before versions too). Known means stored before this batch, or taken by an earlier append of
-    it; the batch's rows must not be inserted yet.
-    """
-    conflicted = [pending for pending in batch if isinstance(pending.error, ConcurrencyError)]
-    if not conflicted:
-        return
-    stored = _stored_ids(conn, [event[0] for pending in conflicted for event in pending.events])
-    earlier: set[str] = set()
-    for pending in batch:
-        if pending.error is None:
-            earlier.update(event[0] for event in pending.events)
-        elif isinstance(pending.error, ConcurrencyError):
-            repeated = [e[0] for e in pending.events if e[0] in stored or e[0] in earlier]
-            if repeated:
-                pending.error = DuplicateEventError(repeated)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self
@@ -11,7 +11,6 @@ from typing import Protocol, Self
 import anyio
 
 from ._envelope import RecordedEvent, StreamAppend
-from ._errors import DuplicateEventError
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,25 +106,6 @@ class EventStore(Protocol):
 def checkpoint_stream(name: str) -> str:
     """The stream id a projection's checkpoint is reported under in ``ConcurrencyError``."""
     return f"$projection-{name}"
-
-
-def duplicate_ids_within(appends: Sequence[StreamAppend]) -> list[str]:
-    """Event ids that occur more than once in one append call."""
-    seen: set[str] = set()
-    dupes: list[str] = []
-    for append in appends:
-        for new in append.events:
-            if new.event_id in seen:
-                dupes.append(new.event_id)
-            seen.add(new.event_id)
-    return dupes
-
-
-def check_no_inner_duplicates(appends: Sequence[StreamAppend]) -> None:
-    """Raise ``DuplicateEventError`` if one append call carries an event id twice."""
-    dupes = duplicate_ids_within(appends)
-    if dupes:
-        raise DuplicateEventError(dupes)
 
 
 class StoreBase:

@@ -332,6 +332,52 @@ async def test_one_failing_append_does_not_fail_its_neighbours(store: EventStore
     assert [r.position for r in log] == list(range(1, len(log) + 1))
 
 
+async def test_concurrent_appends_are_judged_as_if_made_one_by_one(store: EventStore) -> None:
+    # Started in this order, the calls queue in this order; group commit may put any run of
+    # them in one transaction, and each must see what the accepted calls before it wrote.
+    seed = turns(2, "taken")
+    await store.append(to("taken", seed, 0))
+    first = new(turn(1, "new"))
+    calls: list[tuple[str, list[StreamAppend]]] = [
+        ("new at 0", [to("new", [first], 0)]),
+        ("new at 0 again", [to("new", turns(1, "new", 2), 0)]),
+        ("new at 1", [to("new", turns(1, "new", 2), 1)]),
+        ("first's id again", [to("other", [new(turn(1, "other"), first.event_id)])]),
+        ("retry of the seed", [to("taken", seed, 0)]),
+        ("taken at 2", [to("taken", turns(1, "taken", 3), 2)]),
+        ("x with taken at 2", [to("x", turns(1, "x"), 0), to("taken", turns(1, "taken", 4), 2)]),
+        ("x at 0", [to("x", turns(1, "x"), 0)]),
+    ]
+    outcomes: dict[str, object] = {}
+
+    async def call(name: str, appends: list[StreamAppend]) -> None:
+        try:
+            recorded = await store.append(*appends)
+        except ConcurrencyError as error:
+            outcomes[name] = ("conflict", error.stream_id, error.expected, error.actual)
+        except DuplicateEventError as error:
+            outcomes[name] = ("duplicate", error.event_ids)
+        else:
+            outcomes[name] = [(r.stream_id, r.version) for r in recorded]
+
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            for name, appends in calls:
+                tg.start_soon(call, name, appends)
+    assert outcomes == {
+        "new at 0": [("new", 1)],
+        "new at 0 again": ("conflict", "new", 0, 1),
+        "new at 1": [("new", 2)],
+        "first's id again": ("duplicate", [first.event_id]),
+        "retry of the seed": ("duplicate", [n.event_id for n in seed]),
+        "taken at 2": [("taken", 3)],
+        "x with taken at 2": ("conflict", "taken", 2, 3),
+        "x at 0": [("x", 1)],
+    }
+    log = await everything(store)
+    assert [r.position for r in log] == list(range(1, 7))
+
+
 def test_ids_no_backend_can_store_are_refused_up_front() -> None:
     with pytest.raises(ValueError, match="stream id"):
         StreamAppend("nul\x00", [])

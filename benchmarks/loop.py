@@ -84,6 +84,7 @@ async def main(quick: bool) -> dict[str, object]:
             conc = await _concurrent(engine, concurrent_runs, width)
             total_events = await store.head_position()
             total_runs = 20 + sequential_runs + concurrent_runs
+            appends = store.stats.appends
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "benchmark": "loop",
@@ -96,6 +97,7 @@ async def main(quick: bool) -> dict[str, object]:
         "us_per_turn_sequential": round(seq / (sequential_runs * TURNS_PER_RUN) * 1e6, 1),
         "us_per_turn_concurrent_100": round(conc / (concurrent_runs * TURNS_PER_RUN) * 1e6, 1),
         "events_per_run": round(total_events / total_runs, 2),
+        "appends_per_run": round(appends / total_runs, 2),
         "peak_rss_mib": round(peak_kib / 1024, 1),
         "python": sys.version.split()[0],
     }

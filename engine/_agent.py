@@ -115,7 +115,7 @@ class Agent:
         """The price the agent charges ``model``'s calls at."""
         return self._price_table[model.name]
 
-    @property
+    @cached_property
     def models(self) -> tuple[Model, ...]:
         """The model chain: the primary model, then the fallbacks in order."""
         return (self.model, *self.fallback_models)

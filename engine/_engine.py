@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -38,6 +38,8 @@ from .loop._perform_run import in_flight_until, run_resumed, run_started
 from .loop._ports import Clock, IdSource, OpenGate, Ports, RandomIds, SystemClock
 from .loop._recorder import Recorder
 from .policies._budget import Budgets
+
+_PORTS_KEPT = 256
 
 Sink = Callable[[RecordedEvent], None]
 """Called with every event the engine appends, after it commits (e.g. ``JsonLinesSink``)."""
@@ -124,6 +126,7 @@ class Engine:
         self._ledgers = LiveLedgers(day_folds)
         self._keys = LiveKeys(key_folds)
         self._active: dict[str, _Active] = {}
+        self._agent_ports: dict[int, tuple[Agent, Ports]] = {}
         self._listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent]]] = defaultdict(list)
         self._task_group: TaskGroup | None = None
 
@@ -166,7 +169,8 @@ class Engine:
         """
         given = run_id is not None
         run_id = run_id or self.ids.new_id()
-        with self._driving(run_id) as active:
+        active = self._take(run_id)
+        try:
             self.register(agent)
             if self.budgets is not None:
                 self.budgets.policy(surface)  # an unknown surface fails before the run exists
@@ -180,6 +184,8 @@ class Engine:
             )
             recorder.stage([started])
             return await self._drive(active, recorder, agent)
+        finally:
+            del self._active[run_id]
 
     async def stream(
         self,
@@ -235,7 +241,8 @@ class Engine:
         the process that drove the run is known to be gone (a supervisor restarting the one
         worker that crashed), or the side effect may happen twice.
         """
-        with self._driving(run_id) as active:
+        active = self._take(run_id)
+        try:
             state = await self.load(run_id)
             assert state.started is not None
             if agent is None:
@@ -262,6 +269,8 @@ class Engine:
             # one state, the second stops here, before it asks anything of the world.
             await recorder.commit([run_resumed(state, self.clock)])
             return await self._drive(active, recorder, agent)
+        finally:
+            del self._active[run_id]
 
     async def approve(self, run_id: str, call_id: str, *, by: str | None = None) -> None:
         """Record a person's yes to a pending tool call; then ``resume`` the run."""
@@ -338,21 +347,30 @@ class Engine:
 
     # -- internals -------------------------------------------------------------------------
 
-    @contextmanager
-    def _driving(self, run_id: str) -> Iterator[_Active]:
-        """Mark ``run_id`` as driven by this engine for the block (taken before any await)."""
+    def _take(self, run_id: str) -> _Active:
+        """Mark ``run_id`` as driven by this engine (before any await; the caller removes the
+        mark when it is done)."""
         if run_id in self._active:
             raise RunActiveError(f"run {run_id!r} is already being driven by this engine")
         active = self._active[run_id] = _Active()
-        try:
-            yield active
-        finally:
-            del self._active[run_id]
+        return active
 
     def _recorder(self, state: RunState) -> Recorder:
         return Recorder(self.store, self.ids, state, self._publish)
 
     def _ports(self, agent: Agent) -> Ports:
+        # An agent is immutable, so its ports are made once (the entry keeps the agent alive,
+        # so its id cannot be reused by another while it is here).
+        known = self._agent_ports.get(id(agent))
+        if known is not None and known[0] is agent:
+            return known[1]
+        if len(self._agent_ports) >= _PORTS_KEPT:
+            self._agent_ports.clear()
+        ports = self._live_ports(agent)
+        self._agent_ports[id(agent)] = (agent, ports)
+        return ports
+
+    def _live_ports(self, agent: Agent) -> Ports:
         models = {m.name: m for m in agent.models}
         if agent.summary_model is not None:
             models[agent.summary_model.name] = agent.summary_model
@@ -361,7 +379,7 @@ class Engine:
         return Ports(
             clock=self.clock,
             ids=self.ids,
-            models=LiveModels(models, self.clock, agent.model_timeout),
+            models=LiveModels(models, self.clock, agent.model_timeout, agent.price_of),
             tools=LiveTools(agent.tools_by_name, self.clock, agent.tool_timeout),
             health=LiveHealth(self._health),
             ledgers=self._ledgers,

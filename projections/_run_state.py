@@ -10,10 +10,11 @@ new state and never touches the one it was given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from agentledger.events import (
     BudgetExceeded,
@@ -78,7 +79,7 @@ ToolCallStatus = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ToolCallState:
     """One tool call of the current turn and how far it got.
 
@@ -104,7 +105,7 @@ class ToolCallState:
         return self.intent.idempotency_key if self.intent is not None else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ModelCallState:
     """One logical model call in progress (an agent turn's, a summary's or a judgement's).
 
@@ -126,7 +127,7 @@ class ModelCallState:
     retry_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CriticProgress:
     """What the critic said about the answer of ``turn``: the code checks' verdict, and the
     judge's once it has spoken (``final``)."""
@@ -208,12 +209,30 @@ def _add_usage(a: Usage, b: Usage) -> Usage:
     )
 
 
-def _with(state: RunState, changes: dict[str, Any]) -> RunState:
+T = TypeVar("T", RunState, ToolCallState, ModelCallState, CriticProgress)
+
+
+def _with(state: T, changes: dict[str, Any]) -> T:
     # dataclasses.replace re-runs __init__ with all its checks; copying the instance dict is
-    # the same copy at a fraction of the cost, and the fold runs it once per event.
-    new = object.__new__(RunState)
+    # the same copy at a fraction of the cost, and the fold runs it for nearly every event.
+    new = object.__new__(type(state))
     object.__setattr__(new, "__dict__", {**state.__dict__, **changes})
     return new
+
+
+_NEW_CALL = ToolCallState(call=ToolCall(id="", name="", arguments=""))
+"""A call's state before anything happened to it, copied for every new call (copying an
+instance's dict is cheaper than a frozen dataclass's ``__init__``, on every model reply)."""
+
+_NEW_MODEL_CALL: dict[str, ModelCallState] = {
+    purpose: ModelCallState(purpose) for purpose in ("agent", "summary", "judge")
+}
+
+
+def _replace(state: T, **changes: Any) -> T:
+    """``state`` with ``changes`` (a frozen state's copy, without ``dataclasses.replace``'s
+    cost)."""
+    return _with(state, changes)
 
 
 def _resolved(state: RunState, version: int, call_id: str, content: str) -> dict[str, Any]:
@@ -232,7 +251,7 @@ def _resolved(state: RunState, version: int, call_id: str, content: str) -> dict
     )
     at = state.results_at + before
     return {
-        "calls": {**state.calls, call_id: replace(current, status="resolved")},
+        "calls": {**state.calls, call_id: _replace(current, status="resolved")},
         "messages": (*state.messages[:at], message, *state.messages[at:]),
         "message_versions": (
             *state.message_versions[:at],
@@ -246,13 +265,13 @@ def _call_changed(state: RunState, call_id: str, **changes: Any) -> dict[str, An
     current = state.calls.get(call_id)
     if current is None or current.status == "resolved":
         return {}
-    return {"calls": {**state.calls, call_id: replace(current, **changes)}}
+    return {"calls": {**state.calls, call_id: _replace(current, **changes)}}
 
 
 def _model_call_changed(state: RunState, **changes: Any) -> dict[str, Any]:
     if state.model_call is None:
         return {}
-    return {"model_call": replace(state.model_call, **changes)}
+    return {"model_call": _replace(state.model_call, **changes)}
 
 
 def _reply(state: RunState, event: ModelCallResponded, version: int) -> dict[str, Any]:
@@ -270,7 +289,9 @@ def _reply(state: RunState, event: ModelCallResponded, version: int) -> dict[str
         **spend,
         "messages": (*state.messages, assistant),
         "message_versions": (*state.message_versions, version),
-        "calls": {c.id: ToolCallState(call=c, index=i) for i, c in enumerate(event.tool_calls)},
+        "calls": {
+            c.id: _with(_NEW_CALL, {"call": c, "index": i}) for i, c in enumerate(event.tool_calls)
+        },
         "results_at": len(state.messages) + 1,
         "replied_turn": state.turn,
         "last_answer": event.text or state.last_answer,
@@ -286,9 +307,9 @@ def _resumed(state: RunState) -> dict[str, Any]:
         changes["status"] = "running"
     call = state.model_call
     if call is not None and call.open is not None:
-        changes["model_call"] = replace(call, interrupted=True)
+        changes["model_call"] = _replace(call, interrupted=True)
     in_flight = {
-        call_id: replace(c, interrupted=True)
+        call_id: _replace(c, interrupted=True)
         for call_id, c in state.calls.items()
         if c.status in ("intended", "claimed")
     }
@@ -297,183 +318,252 @@ def _resumed(state: RunState) -> dict[str, Any]:
     return changes
 
 
-def _model_changes(state: RunState, event: Event) -> dict[str, Any] | None:
-    """The changes of a model-call event, or ``None`` when ``event`` is not one."""
-    match event:
-        case ModelCallRequested():
-            current = state.model_call
-            if current is None or current.purpose != event.purpose:
-                current = ModelCallState(event.purpose)
-            opened = replace(current, open=event, interrupted=False, failure=None, retry_at=None)
-            changes: dict[str, Any] = {"model_call": opened}
-            if event.purpose == "agent":
-                changes["requested_messages"] = event.message_count
-            return changes
-        case ModelCallFailed():
-            call = state.model_call
-            if call is None:
-                return {}
-            return _model_call_changed(
-                state, open=None, reservation=None, answered=call.answered + 1, failure=event
-            )
-        case ModelCallInterrupted():
-            return _model_call_changed(state, open=None, reservation=None, interrupted=False)
-        case ModelCallRetried():
-            return _model_call_changed(
-                state, failure=None, retry_at=event.at + timedelta(seconds=event.delay_s)
-            )
-        case ModelFellBack():
-            call = state.model_call
-            if call is None:
-                return {}
-            return _model_call_changed(
-                state, model_index=call.model_index + 1, answered=0, failure=None, retry_at=None
-            )
-    return None
+# -- what each event changes: one handler per event type --------------------------------------
+
+Changes = dict[str, Any]
 
 
-def _budget_changes(state: RunState, event: Event) -> dict[str, Any] | None:
-    """The changes of a budget event, or ``None`` when ``event`` is not one."""
-    match event:
-        case BudgetReserved():
-            changes: dict[str, Any] = {
-                "reservations": {**state.reservations, event.reservation_id: event}
-            }
-            call = state.model_call
-            if call is not None and call.open is not None and call.open.call_id == event.span_id:
-                changes["model_call"] = replace(call, reservation=event)
-            return changes
-        case BudgetSettled():
-            if event.reservation_id not in state.reservations:
-                return {}
-            rest = {k: v for k, v in state.reservations.items() if k != event.reservation_id}
-            return {"reservations": rest, "spent_usd": state.spent_usd + event.actual_usd}
-        case BudgetReleased():
-            rest = {k: v for k, v in state.reservations.items() if k != event.reservation_id}
-            return {"reservations": rest}
-        case BudgetExceeded():
-            return {"status": "budget_exceeded", "output": state.last_answer or None}
-    return None
+def _requested(state: RunState, event: ModelCallRequested, version: int) -> Changes:
+    current = state.model_call
+    if current is None or current.purpose != event.purpose:
+        current = _NEW_MODEL_CALL[event.purpose]
+    opened = _replace(current, open=event, interrupted=False, failure=None, retry_at=None)
+    if event.purpose == "agent":
+        return {"model_call": opened, "requested_messages": event.message_count}
+    return {"model_call": opened}
 
 
-def _tool_changes(state: RunState, event: Event, version: int) -> dict[str, Any] | None:
-    """The changes of a tool-call event, or ``None`` when ``event`` is not one."""
-    match event:
-        case ToolArgumentsRejected():
-            content = tool_result_error(event.error_type, event.errors)
-            return _resolved(state, version, event.call_id, content)
-        case ToolCallIntended():
-            return _call_changed(
-                state,
-                event.call_id,
-                status="intended",
-                span_id=event.span_id,
-                intent=event,
-                tiers_done=0,
-                interrupted=False,
-            )
-        case ToolCallClaimed():
-            status = "claimed" if event.method == "reconcile" else "intended"
-            return _call_changed(
-                state, event.call_id, status=status, claim=event, tiers_done=0, interrupted=False
-            )
-        case ToolCallReconciled(found="not_done"):
-            return _call_changed(state, event.call_id, status="intended", tiers_done=0)
-        case ToolTierFailed() | ToolTierSkipped():
-            current = state.calls.get(event.call_id)
-            if current is None or current.status != "intended":
-                return {}
-            return _call_changed(state, event.call_id, tiers_done=current.tiers_done + 1)
-        case ToolCallSucceeded() | ToolResultReused():
-            return _resolved(state, version, event.call_id, tool_result_ok(event.result))
-        case ToolCallDegraded():
-            return _resolved(state, version, event.call_id, tool_result_degraded(event.tool_name))
-        case ToolOutcomeUnknown():
-            content = tool_result_unknown_outcome(event.tool_name, event.message)
-            return _resolved(state, version, event.call_id, content)
-        case ConfirmationRequested():
-            return _call_changed(
-                state, event.call_id, status="awaiting_confirmation", span_id=event.span_id
-            )
-        case ConfirmationApproved():
-            return _call_changed(state, event.call_id, status="approved")
-        case ConfirmationDenied():
-            return _resolved(state, version, event.call_id, tool_result_denied(event.reason))
-    return None
+def _failed(state: RunState, event: ModelCallFailed, version: int) -> Changes:
+    call = state.model_call
+    if call is None:
+        return {}
+    answered = call.answered + 1
+    return _model_call_changed(state, open=None, reservation=None, answered=answered, failure=event)
 
 
-def _run_changes(state: RunState, event: Event, version: int) -> dict[str, Any]:
-    """The changes of a run-level, memory or critic event (nothing for any other)."""
-    match event:
-        case RunStarted():
-            messages: list[Message] = []
-            if event.system_prompt:
-                messages.append(SystemMessage(content=event.system_prompt))
-            messages.append(UserMessage(content=event.task))
-            return {
-                "run_id": event.run_id,
-                "status": "running",
-                "started": event,
-                "messages": tuple(messages),
-                "message_versions": (version,) * len(messages),
-            }
-        case TurnStarted():
-            return {"turn": event.turn, "turn_span_id": event.span_id, "calls": {}}
-        case ModelCallResponded():
-            return _reply(state, event, version)
-        case MemoryCompacted():
-            # What the provider reported no longer describes what will be sent.
-            return {
-                "compactions": (*state.compactions, event),
-                "reported_input_tokens": None,
-                "compacted_turn": state.turn,
-                "summary_reply": None,
-                "model_call": None,
-            }
-        case CriticVerdict(method="deterministic"):
-            return {"critic": CriticProgress(state.turn, code=event)}
-        case CriticVerdict():
-            progress = state.critic
-            if progress is None or progress.turn != state.turn:
-                progress = CriticProgress(state.turn)
-            return {
-                "critic": replace(progress, final=event),
-                "judge_reply": None,
-                "model_call": None,
-            }
-        case RevisionRequested():
-            text = event.message or "Please revise your answer. Issues:\n" + "\n".join(
-                f"- {issue}" for issue in event.issues
-            )
-            return {
-                "revision": event.revision,
-                "revision_turn": state.turn,
-                "messages": (*state.messages, UserMessage(content=text)),
-                "message_versions": (*state.message_versions, version),
-            }
-        case RunPaused():
-            return {"status": "paused"}
-        case RunResumed():
-            return _resumed(state)
-        case RunCompleted():
-            return {"status": "completed", "output": event.output, "flagged": event.flagged}
-        case RunFailed():
-            return {"status": "failed", "error": f"{event.error_type}: {event.message}"}
-        case RunCancelled():
-            return {"status": "cancelled", "error": event.reason or None}
-    return {}
+def _interrupted(state: RunState, event: ModelCallInterrupted, version: int) -> Changes:
+    return _model_call_changed(state, open=None, reservation=None, interrupted=False)
+
+
+def _retried(state: RunState, event: ModelCallRetried, version: int) -> Changes:
+    retry_at = event.at + timedelta(seconds=event.delay_s)
+    return _model_call_changed(state, failure=None, retry_at=retry_at)
+
+
+def _fell_back(state: RunState, event: ModelFellBack, version: int) -> Changes:
+    call = state.model_call
+    if call is None:
+        return {}
+    index = call.model_index + 1
+    return _model_call_changed(state, model_index=index, answered=0, failure=None, retry_at=None)
+
+
+def _reserved(state: RunState, event: BudgetReserved, version: int) -> Changes:
+    changes: Changes = {"reservations": {**state.reservations, event.reservation_id: event}}
+    call = state.model_call
+    if call is not None and call.open is not None and call.open.call_id == event.span_id:
+        changes["model_call"] = _replace(call, reservation=event)
+    return changes
+
+
+def _settled(state: RunState, event: BudgetSettled, version: int) -> Changes:
+    if event.reservation_id not in state.reservations:
+        return {}
+    rest = {k: v for k, v in state.reservations.items() if k != event.reservation_id}
+    return {"reservations": rest, "spent_usd": state.spent_usd + event.actual_usd}
+
+
+def _released(state: RunState, event: BudgetReleased, version: int) -> Changes:
+    rest = {k: v for k, v in state.reservations.items() if k != event.reservation_id}
+    return {"reservations": rest}
+
+
+def _exceeded(state: RunState, event: BudgetExceeded, version: int) -> Changes:
+    return {"status": "budget_exceeded", "output": state.last_answer or None}
+
+
+def _rejected(state: RunState, event: ToolArgumentsRejected, version: int) -> Changes:
+    content = tool_result_error(event.error_type, event.errors)
+    return _resolved(state, version, event.call_id, content)
+
+
+def _intended(state: RunState, event: ToolCallIntended, version: int) -> Changes:
+    return _call_changed(
+        state,
+        event.call_id,
+        status="intended",
+        span_id=event.span_id,
+        intent=event,
+        tiers_done=0,
+        interrupted=False,
+    )
+
+
+def _claimed(state: RunState, event: ToolCallClaimed, version: int) -> Changes:
+    status = "claimed" if event.method == "reconcile" else "intended"
+    return _call_changed(
+        state, event.call_id, status=status, claim=event, tiers_done=0, interrupted=False
+    )
+
+
+def _reconciled(state: RunState, event: ToolCallReconciled, version: int) -> Changes:
+    if event.found != "not_done":
+        return {}  # the outcome that follows settles the call
+    return _call_changed(state, event.call_id, status="intended", tiers_done=0)
+
+
+def _tier_tried(state: RunState, event: ToolTierFailed | ToolTierSkipped, version: int) -> Changes:
+    current = state.calls.get(event.call_id)
+    if current is None or current.status != "intended":
+        return {}
+    return _call_changed(state, event.call_id, tiers_done=current.tiers_done + 1)
+
+
+def _succeeded(
+    state: RunState, event: ToolCallSucceeded | ToolResultReused, version: int
+) -> Changes:
+    return _resolved(state, version, event.call_id, tool_result_ok(event.result))
+
+
+def _degraded(state: RunState, event: ToolCallDegraded, version: int) -> Changes:
+    return _resolved(state, version, event.call_id, tool_result_degraded(event.tool_name))
+
+
+def _unknown(state: RunState, event: ToolOutcomeUnknown, version: int) -> Changes:
+    content = tool_result_unknown_outcome(event.tool_name, event.message)
+    return _resolved(state, version, event.call_id, content)
+
+
+def _confirmation(state: RunState, event: ConfirmationRequested, version: int) -> Changes:
+    return _call_changed(
+        state, event.call_id, status="awaiting_confirmation", span_id=event.span_id
+    )
+
+
+def _approved(state: RunState, event: ConfirmationApproved, version: int) -> Changes:
+    return _call_changed(state, event.call_id, status="approved")
+
+
+def _denied(state: RunState, event: ConfirmationDenied, version: int) -> Changes:
+    return _resolved(state, version, event.call_id, tool_result_denied(event.reason))
+
+
+def _started(state: RunState, event: RunStarted, version: int) -> Changes:
+    messages: list[Message] = []
+    if event.system_prompt:
+        messages.append(SystemMessage(content=event.system_prompt))
+    messages.append(UserMessage(content=event.task))
+    return {
+        "run_id": event.run_id,
+        "status": "running",
+        "started": event,
+        "messages": tuple(messages),
+        "message_versions": (version,) * len(messages),
+    }
+
+
+def _turn(state: RunState, event: TurnStarted, version: int) -> Changes:
+    return {"turn": event.turn, "turn_span_id": event.span_id, "calls": {}}
+
+
+def _compacted(state: RunState, event: MemoryCompacted, version: int) -> Changes:
+    # What the provider reported no longer describes what will be sent.
+    return {
+        "compactions": (*state.compactions, event),
+        "reported_input_tokens": None,
+        "compacted_turn": state.turn,
+        "summary_reply": None,
+        "model_call": None,
+    }
+
+
+def _verdict(state: RunState, event: CriticVerdict, version: int) -> Changes:
+    if event.method == "deterministic":
+        return {"critic": CriticProgress(state.turn, code=event)}
+    progress = state.critic
+    if progress is None or progress.turn != state.turn:
+        progress = CriticProgress(state.turn)
+    return {"critic": _replace(progress, final=event), "judge_reply": None, "model_call": None}
+
+
+def _revision(state: RunState, event: RevisionRequested, version: int) -> Changes:
+    text = event.message or "Please revise your answer. Issues:\n" + "\n".join(
+        f"- {issue}" for issue in event.issues
+    )
+    return {
+        "revision": event.revision,
+        "revision_turn": state.turn,
+        "messages": (*state.messages, UserMessage(content=text)),
+        "message_versions": (*state.message_versions, version),
+    }
+
+
+def _paused(state: RunState, event: RunPaused, version: int) -> Changes:
+    return {"status": "paused"}
+
+
+def _session(state: RunState, event: RunResumed, version: int) -> Changes:
+    return _resumed(state)
+
+
+def _completed(state: RunState, event: RunCompleted, version: int) -> Changes:
+    return {"status": "completed", "output": event.output, "flagged": event.flagged}
+
+
+def _run_failed(state: RunState, event: RunFailed, version: int) -> Changes:
+    return {"status": "failed", "error": f"{event.error_type}: {event.message}"}
+
+
+def _cancelled(state: RunState, event: RunCancelled, version: int) -> Changes:
+    return {"status": "cancelled", "error": event.reason or None}
+
+
+def _answered(state: RunState, event: ModelCallResponded, version: int) -> Changes:
+    return _reply(state, event, version)
+
+
+_HANDLERS: dict[str, Callable[[RunState, Any, int], Changes]] = {
+    "run_started": _started,
+    "turn_started": _turn,
+    "run_completed": _completed,
+    "run_failed": _run_failed,
+    "run_cancelled": _cancelled,
+    "run_paused": _paused,
+    "run_resumed": _session,
+    "model_call_requested": _requested,
+    "model_call_responded": _answered,
+    "model_call_failed": _failed,
+    "model_call_interrupted": _interrupted,
+    "model_call_retried": _retried,
+    "model_fell_back": _fell_back,
+    "tool_arguments_rejected": _rejected,
+    "tool_call_intended": _intended,
+    "tool_call_claimed": _claimed,
+    "tool_call_reconciled": _reconciled,
+    "tool_call_succeeded": _succeeded,
+    "tool_tier_failed": _tier_tried,
+    "tool_tier_skipped": _tier_tried,
+    "tool_call_degraded": _degraded,
+    "tool_result_reused": _succeeded,
+    "tool_outcome_unknown": _unknown,
+    "confirmation_requested": _confirmation,
+    "confirmation_approved": _approved,
+    "confirmation_denied": _denied,
+    "budget_reserved": _reserved,
+    "budget_settled": _settled,
+    "budget_released": _released,
+    "budget_exceeded": _exceeded,
+    "memory_compacted": _compacted,
+    "critic_verdict": _verdict,
+    "revision_requested": _revision,
+}
+"""Every event type's handler (a test checks the catalog has no type without one)."""
 
 
 def evolve_run(state: RunState, event: Event, version: int) -> RunState:
     """The state after ``event``, recorded at stream ``version`` (all the fold reads of the
     envelope), so events not written yet fold the same as events read back."""
-    changes = _model_changes(state, event)
-    if changes is None:
-        changes = _budget_changes(state, event)
-    if changes is None:
-        changes = _tool_changes(state, event, version)
-    if changes is None:
-        changes = _run_changes(state, event, version)
+    changes = _HANDLERS[event.type](state, event, version)
     changes["version"] = version
     return _with(state, changes)
 

@@ -228,12 +228,12 @@ class ToolHealthView:
     """Tool health as this store holds it, shared by every engine on the store.
 
     Folded from the whole log in commit order (``read_all``), so a tier that fails in one
-    process is skipped by the others. ``current()`` catches up with the store when the view is
-    older than ``refresh_interval`` seconds (of the event loop's clock), or when it has missed an
-    event; appends made through this process are folded at once with ``observe`` when they
-    follow on from the view's position, which costs no read. It starts from the saved checkpoint
-    of a ``ProjectionRunner`` over ``ToolHealthRows`` named ``checkpoint``, if one is kept, so a
-    new process need not fold the whole log.
+    process is skipped by the others. Appends made through this process are folded as they are
+    published (``observe``), in position order, at no read: a batch that arrives before the
+    ones it follows waits for them. ``current()`` reads what other processes committed when the
+    view is older than ``refresh_interval`` seconds (of the event loop's clock). It starts from
+    the saved checkpoint of a ``ProjectionRunner`` over ``ToolHealthRows`` named
+    ``checkpoint``, if one is kept, so a new process need not fold the whole log.
 
     The view is a cache: a decision that depends on it (skipping a tier) records what it saw.
     """
@@ -254,7 +254,8 @@ class ToolHealthView:
         self._state = self._projection.initial()
         self._position = 0
         self._loaded = False
-        self._missed = True
+        self._waiting: dict[int, Sequence[RecordedEvent]] = {}
+        """Published batches that follow a gap, by their first position."""
         self._refreshed_at = -math.inf
         self._lock = anyio.Lock()
 
@@ -264,31 +265,44 @@ class ToolHealthView:
         return self._position
 
     def observe(self, recorded: Sequence[RecordedEvent]) -> None:
-        """Fold events this process appended, if they continue the view without a gap."""
-        if not recorded:
+        """Fold events this process appended (one append's events, consecutive positions)."""
+        if not recorded or not self._loaded or recorded[-1].position <= self._position:
             return
-        positions = [r.position for r in recorded]
-        contiguous = positions == list(range(positions[0], positions[0] + len(positions)))
-        if not self._loaded or positions[0] != self._position + 1 or not contiguous:
-            if positions[-1] > self._position:
-                self._missed = True  # another writer's events lie in between: read them
-            return
-        for event in recorded:
-            self._state = self._projection.evolve(self._state, event)
-        self._position = positions[-1]
+        self._waiting[recorded[0].position] = recorded
+        while (batch := self._waiting.pop(self._position + 1, None)) is not None:
+            self._fold(batch)
+
+    @property
+    def stale(self) -> bool:
+        """Whether the view is due to read what other processes committed (``refresh``)."""
+        return anyio.current_time() - self._refreshed_at >= self._refresh_interval
+
+    @property
+    def state(self) -> ToolHealth:
+        """The health as of the last refresh, with this process's appends since."""
+        return self._state
 
     async def current(self) -> ToolHealth:
-        """The health as of the store's head (or of the last refresh, if that is recent)."""
-        if self._missed or anyio.current_time() - self._refreshed_at >= self._refresh_interval:
-            # One reader at a time; the fresh view answers the others too (no lock otherwise:
-            # taking one yields to the event loop, on the path of every tool call).
-            async with self._lock:
-                now = anyio.current_time()
-                if self._missed or now - self._refreshed_at >= self._refresh_interval:
-                    await self._catch_up()
-                    self._refreshed_at = now
-                    self._missed = False
+        """``state``, refreshed first if it is ``stale``."""
+        if self.stale:
+            await self.refresh()
         return self._state
+
+    async def refresh(self) -> None:
+        """Read what the store holds beyond the view (one reader at a time; the others find
+        the view fresh when they get the lock)."""
+        async with self._lock:
+            now = anyio.current_time()
+            if now - self._refreshed_at >= self._refresh_interval:
+                await self._catch_up()
+                self._refreshed_at = now
+
+    def _fold(self, events: Sequence[RecordedEvent]) -> None:
+        for event in events:
+            if event.position > self._position:
+                if event.type in _TIER_EVENTS:
+                    self._state = self._projection.evolve(self._state, event)
+                self._position = event.position
 
     async def _catch_up(self) -> None:
         if not self._loaded:
@@ -301,9 +315,7 @@ class ToolHealthView:
             self._loaded = True
         while True:
             page = await self._store.read_all(after=self._position, limit=self._page_size)
-            for event in page:
-                self._state = self._projection.evolve(self._state, event)
-            if page:
-                self._position = page[-1].position
+            self._fold(page)
             if len(page) < self._page_size:
-                return
+                break
+        self._waiting = {first: b for first, b in self._waiting.items() if first > self._position}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from agentledger.events import (
     EventStore,
@@ -87,32 +88,48 @@ class ReplayIds:
 
 
 class TapeModels:
-    """Model answers from the tape; the request must be the one recorded."""
+    """Model answers from the tape (the request must be the one recorded), placed in the
+    replayed request's span."""
 
-    def __init__(self, tape: Tape) -> None:
+    def __init__(self, tape: Tape, clock: TapeClock) -> None:
         self._tape = tape
+        self._clock = clock
 
     async def attempt(
         self, requested: ModelCallRequested, request: object
     ) -> ModelCallResponded | ModelCallFailed:
-        return self._tape.next_attempt(requested.model, requested.request_digest).outcome
+        outcome = self._tape.next_attempt(requested.model, requested.request_digest).outcome
+        placed = {**_envelope(requested, self._clock), "call_id": requested.call_id}
+        if isinstance(outcome, ModelCallFailed):
+            placed.update(model=requested.model, attempt=requested.attempt)
+        return outcome.model_copy(update=placed)
 
 
 class TapeTools:
-    """Tier outcomes and reconcile findings from the tape; no tool runs."""
+    """Tier outcomes and reconcile findings from the tape, placed in the replayed call's spans;
+    no tool runs."""
 
-    def __init__(self, tape: Tape) -> None:
+    def __init__(self, tape: Tape, clock: TapeClock) -> None:
         self._tape = tape
+        self._clock = clock
 
     async def run_tier(
-        self, intended: ToolCallIntended, tier: str, args: object, user_id: str
+        self, intended: ToolCallIntended, tier: str, args: object, user_id: str, tier_span: str
     ) -> ToolCallSucceeded | ToolTierFailed:
-        return self._tape.tier_outcome(intended.call_id, tier)
+        outcome = self._tape.tier_outcome(intended.call_id, tier)
+        placed = {**_envelope(intended, self._clock), "call_id": intended.call_id}
+        if isinstance(outcome, ToolTierFailed):
+            placed.update(span_id=tier_span, parent_span_id=intended.span_id)
+        else:
+            placed["idempotency_key"] = intended.idempotency_key
+        return outcome.model_copy(update=placed)
 
     async def reconcile(
         self, intended: ToolCallIntended, args: object, user_id: str
     ) -> ToolCallReconciled:
-        return self._tape.reconciled(intended.call_id)
+        found = self._tape.reconciled(intended.call_id)
+        placed = {**_envelope(intended, self._clock), "call_id": intended.call_id}
+        return found.model_copy(update=placed)
 
 
 class TapeHealth:
@@ -180,7 +197,7 @@ class TapeGate:
     def __init__(self, tape: Tape) -> None:
         self._tape = tape
 
-    async def before_io(self, committed: int, version: int) -> str | None:
+    def before_io(self, committed: int, version: int) -> str | None:
         interruptions = self._tape.interruptions
         nxt = interruptions[0] if interruptions else None
         if nxt is None:
@@ -214,8 +231,8 @@ class TapeAnswers:
     def __post_init__(self) -> None:
         self.clock = TapeClock(self.tape, self.scratch)
         self.ids = ReplayIds()
-        self.models = TapeModels(self.tape)
-        self.tools = TapeTools(self.tape)
+        self.models = TapeModels(self.tape, self.clock)
+        self.tools = TapeTools(self.tape, self.clock)
         self.health = TapeHealth(self.tape)
         self.ledgers = TapeLedgers(self.tape, self.store, self.scratch)
         self.keys = TapeKeys(self.tape, self.store, self.scratch)
@@ -224,6 +241,16 @@ class TapeAnswers:
     def next_interruption(self) -> Interruption | None:
         """Where the recorded run was interrupted next, if anywhere."""
         return self.tape.interruptions[0] if self.tape.interruptions else None
+
+
+def _envelope(event: ModelCallRequested | ToolCallIntended, clock: TapeClock) -> dict[str, Any]:
+    """The envelope of an answer to ``event``, in its span, at the recorded time."""
+    return {
+        "run_id": event.run_id,
+        "span_id": event.span_id,
+        "parent_span_id": event.parent_span_id,
+        "at": clock.now(),
+    }
 
 
 def _before(events: Sequence[RecordedEvent], position: int) -> list[RecordedEvent]:

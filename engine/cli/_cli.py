@@ -54,6 +54,17 @@ def _summary(recorded: RecordedEvent) -> str:
             return f"{event.tool_name}[{event.tier}] ok"
         case "tool_result_reused":
             return f"{event.tool_name}: reused, not executed again"
+        case "tool_tier_skipped":
+            return (
+                f"{event.tool_name}[{event.tier}]: breaker open "
+                f"({event.failures_in_a_row} failures in a row)"
+            )
+        case "tool_call_claimed":
+            return f"{event.tool_name}: in doubt, claimed to {event.method}"
+        case "tool_call_reconciled":
+            return f"{event.tool_name}: reconcile hook found {event.found}"
+        case "model_call_interrupted":
+            return f"{event.model}: attempt {event.attempt} cut off, asked again"
         case "run_completed":
             return repr(event.output[:80]) + (" (flagged)" if event.flagged else "")
         case "budget_reserved":

@@ -1,5 +1,8 @@
 """The commands ``decide`` names: one step of a run each, performed with at most one I/O.
 
+Commands are made for one step and read once, so they are plain (not frozen) dataclasses: a
+frozen one costs a checked attribute write per field, on every step of every run.
+
 ``io`` says whether performing the command meets the world (a model, a tool, a ledger read, a
 wait); a pure command only turns state into events. The recorder makes earlier answers durable
 before any I/O, and a side effect's intent durable before the tool runs (``executes``).
@@ -19,7 +22,7 @@ from agentledger.projections._memory_view import CompactionFields
 from agentledger.projections._run_state import ToolCallState
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Command:
     """A step of a run."""
 
@@ -31,21 +34,21 @@ class Command:
 # -- the run and its turns ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartTurn(Command):
     """Begin turn ``turn``."""
 
     turn: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Compact(Command):
     """Record the turn's memory compaction (a summary, or the marked truncation fallback)."""
 
     fields: CompactionFields
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Complete(Command):
     """The answer stands: end the run with it (``flagged`` if the critic never accepted it)."""
 
@@ -53,7 +56,7 @@ class Complete(Command):
     flagged: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fail(Command):
     """The run cannot go on."""
 
@@ -61,14 +64,14 @@ class Fail(Command):
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pause(Command):
     """Wait for a person to approve or deny these calls."""
 
     call_ids: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Stop(Command):
     """Nothing to do: the run has ended or waits for something outside it."""
 
@@ -76,10 +79,11 @@ class Stop(Command):
 # -- model calls ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestModel(Command):
-    """Record attempt ``attempt`` of a ``purpose`` call to ``model``, not before ``not_before``
-    (a back-off), reserving its worst-case cost first when a budget applies."""
+    """Attempt ``attempt`` of a ``purpose`` call to ``model``, not before ``not_before`` (a
+    back-off): record the request and send it, or, when a budget applies, record it with the
+    reservation of its worst-case cost (its one I/O), to be sent by ``SendRequest``."""
 
     io: ClassVar[bool] = True
     purpose: ModelPurpose
@@ -88,23 +92,23 @@ class RequestModel(Command):
     not_before: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendRequest(Command):
-    """Send the recorded request ``requested`` to ``model`` and record its answer."""
+    """Send ``requested``, recorded with its reservation, to ``model`` and record the answer."""
 
     io: ClassVar[bool] = True
     requested: ModelCallRequested
     model: Model
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AbandonRequest(Command):
     """A recorded request whose session stopped before the answer: close it (it is made again)."""
 
     requested: ModelCallRequested
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Retry(Command):
     """Try the same model again after ``delay`` seconds."""
 
@@ -113,7 +117,7 @@ class Retry(Command):
     delay: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FallBack(Command):
     """Give up on the failing model for this call and move to ``to``."""
 
@@ -124,14 +128,14 @@ class FallBack(Command):
 # -- the critic ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CheckAnswer(Command):
     """Run the critic's code checks on the turn's answer."""
 
     answer: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Judge(Command):
     """Record the judge's verdict from its reply (``None``: the judge could not be reached)."""
 
@@ -141,7 +145,7 @@ class Judge(Command):
 # -- tool calls ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reject(Command):
     """Refuse a call before anything runs; the errors go back to the model."""
 
@@ -149,7 +153,7 @@ class Reject(Command):
     rejection: RejectedCall
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AskConfirmation(Command):
     """A ``confirm=True`` call waits for a person's yes or no."""
 
@@ -157,15 +161,7 @@ class AskConfirmation(Command):
     valid: ValidCall[Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Intend(Command):
-    """Clear a call without side effects to run."""
-
-    call: ToolCallState
-    valid: ValidCall[Any]
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CheckKey(Command):
     """Read a side effect's key ledger: reuse, refuse, report in doubt, or intend it."""
 
@@ -175,26 +171,29 @@ class CheckKey(Command):
     key: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TierJob:
-    """The next tier of one intended call."""
+    """The next tier of one call: an intended one, or one without side effects that this step
+    clears (``cleared``: its validated arguments, recorded as its intent first)."""
 
     call: ToolCallState
     tool: Tool[Any]
     tier: str
     args: Any
+    cleared: ValidCall[Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunTiers(Command):
-    """Run the next tier of each of these calls, at once (each may be skipped by its breaker)."""
+    """Run the next tier of each of these calls, at once (each may be skipped by its breaker),
+    recording first the intents of the calls it clears."""
 
     io: ClassVar[bool] = True
     executes: ClassVar[bool] = True
     jobs: tuple[TierJob, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Degrade(Command):
     """Every tier of a call failed or was skipped: tell the model the tool is unavailable."""
 
@@ -202,7 +201,7 @@ class Degrade(Command):
     tool: Tool[Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Claim(Command):
     """Take over a side effect in doubt, to reconcile it or (``retry_safe``) run it again."""
 
@@ -211,7 +210,7 @@ class Claim(Command):
     method: Literal["reconcile", "rerun"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reconcile(Command):
     """Ask a claimed call's reconcile hook whether the side effect happened."""
 
@@ -221,7 +220,7 @@ class Reconcile(Command):
     args: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GiveUp(Command):
     """A side effect in doubt that nothing can settle: the model is told its outcome is unknown."""
 

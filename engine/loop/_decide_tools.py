@@ -1,10 +1,11 @@
 """The tool half of ``decide``: the next step for the current turn's tool calls.
 
 Calls are taken in the order the model made them. Steps that need nothing from the world
-(rejections, confirmation requests, intents of calls without side effects) come first; a side
-effect reads its key's ledger before it is intended; then the next tier of every intended call
-runs at once. A side effect whose key an earlier call of the same reply holds waits for that
-call's outcome, so one key is executed once even within one reply. A side effect left in flight
+(rejections, confirmation requests) come first; a side effect reads its key's ledger before it
+is intended; then the next tier of every cleared call runs at once (a call without side effects
+is cleared, its intent recorded, in that same step). A side effect whose key an earlier call of
+the same reply holds waits for that call's outcome, so one key is executed once even within
+one reply. A side effect left in flight
 by a stopped session is in doubt: it is claimed, then reconciled or run again, or the model is
 told its outcome is unknown.
 """
@@ -27,7 +28,6 @@ from ._commands import (
     Command,
     Degrade,
     GiveUp,
-    Intend,
     Pause,
     Reconcile,
     Reject,
@@ -49,9 +49,11 @@ def tool_step(state: RunState, agent: Agent) -> Command | None:
             waiting.append(call_id)
             continue
         if call.status in ("requested", "approved"):
-            step = _admit(state, call, tools, held_keys)
-            if step is not None:
-                return step
+            admitted = _admit(state, call, tools, held_keys)
+            if isinstance(admitted, TierJob):
+                jobs.append(admitted)
+            elif admitted is not None:
+                return admitted
             continue
         step_or_job = _in_flight(call, tools)
         if call.key is not None:
@@ -69,9 +71,10 @@ def tool_step(state: RunState, agent: Agent) -> Command | None:
 
 def _admit(
     state: RunState, call: ToolCallState, tools: dict[str, Tool[Any]], held_keys: set[str]
-) -> Command | None:
-    """Validate a call the model made (or a person approved) and clear it, or ``None`` when it
-    must wait for an earlier call with the same idempotency key."""
+) -> Command | TierJob | None:
+    """Validate a call the model made (or a person approved): refuse it, ask for confirmation,
+    check its key, or (no side effect) run it; ``None`` when it must wait for an earlier call
+    with the same idempotency key."""
     checked = validate_call(tools, call.call)
     if isinstance(checked, RejectedCall):
         return Reject(call, checked)
@@ -82,7 +85,7 @@ def _admit(
     user_id = started.user_id if started is not None else ""
     key = tool.idempotency_key(checked.arguments, run_id=state.run_id, user_id=user_id)
     if key is None:
-        return Intend(call, checked)
+        return TierJob(call, tool, tool.tiers[0][0], checked.args, cleared=checked)
     if key in held_keys:
         return None
     held_keys.add(key)
@@ -103,9 +106,10 @@ def _in_flight(call: ToolCallState, tools: dict[str, Tool[Any]]) -> Command | Ti
         return GiveUp(call, "the tool is no longer part of the agent")
     if call.status == "claimed":
         return Reconcile(call, args)
-    if call.tiers_done >= len(tool.tiers):
+    tiers = tool.tiers
+    if call.tiers_done >= len(tiers):
         return Degrade(call, tool)
-    return TierJob(call, tool, tool.tier_names[call.tiers_done], args)
+    return TierJob(call, tool, tiers[call.tiers_done][0], args)
 
 
 def _in_doubt(call: ToolCallState, tool: Tool[Any] | None, args: Any) -> Command:

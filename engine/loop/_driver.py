@@ -13,7 +13,6 @@ staged is written then.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,7 +36,6 @@ from ._commands import (
     Fail,
     FallBack,
     GiveUp,
-    Intend,
     Judge,
     Pause,
     Reconcile,
@@ -67,7 +65,6 @@ from ._perform_tools import (
     claim,
     degrade,
     give_up,
-    intend,
     reconcile,
     reject,
     run_tiers,
@@ -76,16 +73,12 @@ from ._ports import Clock, IdSource, Ports
 from ._recorder import Recorder
 from ._step import Step
 
-Performer = Callable[[Any, Step, Recorder], Awaitable[None] | None]
-
-_PERFORMERS: dict[type[Command], Performer] = {
+_PURE: dict[type[Command], Callable[[Any, Step, Recorder], None]] = {
     StartTurn: start_turn,
     Compact: compact,
     Complete: complete,
     Fail: fail,
     Pause: pause,
-    RequestModel: request_model,
-    SendRequest: send_request,
     AbandonRequest: abandon_request,
     Retry: retry,
     FallBack: fall_back,
@@ -93,14 +86,20 @@ _PERFORMERS: dict[type[Command], Performer] = {
     Judge: judge,
     Reject: reject,
     AskConfirmation: ask_confirmation,
-    Intend: intend,
-    CheckKey: check_key,
-    RunTiers: run_tiers,
     Degrade: degrade,
     Claim: claim,
-    Reconcile: reconcile,
     GiveUp: give_up,
 }
+"""Performers of the steps that only turn state into events."""
+
+_IO: dict[type[Command], Callable[[Any, Step, Recorder], Awaitable[None]]] = {
+    RequestModel: request_model,
+    SendRequest: send_request,
+    CheckKey: check_key,
+    RunTiers: run_tiers,
+    Reconcile: reconcile,
+}
+"""Performers of the steps that meet the world (each with at most one I/O)."""
 
 _KEY_RACE_ATTEMPTS = 5
 
@@ -113,45 +112,39 @@ async def drive(
     while True:
         state = recorder.state
         command = decide(state, agent)
-        if isinstance(command, Stop):
-            if await _flushed(recorder, ports, races, executes=None):
+        stop = isinstance(command, Stop)
+        if stop or command.io:
+            executes = None if stop else command.executes
+            if recorder.must_flush(executes=executes):
+                try:
+                    await recorder.flush(executes=executes)
+                except ConcurrencyError as exc:
+                    races += 1
+                    _lost_key_race(exc, recorder, ports, races)
+                    continue  # nothing was written: decide again on fresh ledgers
+            if stop:
                 return recorder.state
-            races += 1
-            continue
-        if command.io:
-            flush = recorder.must_flush(executes=command.executes)
-            if flush and not await _flushed(recorder, ports, races, executes=command.executes):
-                races += 1
-                continue
-            reason = await ports.gate.before_io(recorder.committed, state.version)
+            reason = ports.gate.before_io(recorder.committed, state.version)
             if reason is not None:
                 await cancel_run(recorder, ports.clock, ports.ids, reason)
                 return recorder.state
-        performed = _PERFORMERS[type(command)](
-            command, Step(state, agent, ports, budgets), recorder
-        )
-        if inspect.isawaitable(performed):
-            await performed
+            await _IO[type(command)](command, Step(state, agent, ports, budgets), recorder)
+        else:
+            _PURE[type(command)](command, Step(state, agent, ports, budgets), recorder)
 
 
-async def _flushed(recorder: Recorder, ports: Ports, races: int, *, executes: bool | None) -> bool:
-    """Write what is staged (see ``Recorder.flush``); ``False`` if another run took one of the
-    keys it intends meanwhile (nothing was written: the staged steps are dropped, to be decided
-    again on fresh ledgers)."""
-    try:
-        await recorder.flush(executes=executes)
-    except ConcurrencyError as exc:
-        if not exc.stream_id.startswith(KEY_PREFIX):
-            raise
-        if races + 1 >= _KEY_RACE_ATTEMPTS:
-            raise EngineError(
-                f"run {recorder.state.run_id!r} could not intend a side effect: its idempotency "
-                "key kept being taken by other runs"
-            ) from exc
-        ports.keys.forget(exc.stream_id[len(KEY_PREFIX) :])
-        recorder.discard()
-        return False
-    return True
+def _lost_key_race(exc: ConcurrencyError, recorder: Recorder, ports: Ports, races: int) -> None:
+    """Another run took one of the keys the staged steps intend, so nothing was written: drop
+    them (raise ``exc`` again if it is about another stream, or if this keeps happening)."""
+    if not exc.stream_id.startswith(KEY_PREFIX):
+        raise exc
+    if races >= _KEY_RACE_ATTEMPTS:
+        raise EngineError(
+            f"run {recorder.state.run_id!r} could not intend a side effect: its idempotency key "
+            "kept being taken by other runs"
+        ) from exc
+    ports.keys.forget(exc.stream_id[len(KEY_PREFIX) :])
+    recorder.discard()
 
 
 async def cancel_run(recorder: Recorder, clock: Clock, ids: IdSource, reason: str) -> None:

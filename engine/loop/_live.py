@@ -7,7 +7,7 @@ through its own ports can ever be mistaken for one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +15,7 @@ import anyio
 
 from agentledger.engine._errors import ModelError, ModelRateLimitedError, ModelTimeoutError
 from agentledger.engine.models._model import Model, ModelRequest
+from agentledger.engine.models._pricing import Price
 from agentledger.engine.tools._tools import Tool, ToolContext
 from agentledger.events import (
     EventStore,
@@ -39,12 +40,20 @@ _MAX_ERROR_TEXT = 2000
 
 
 class LiveModels:
-    """Sends requests to the agent's models (by name), each attempt within ``timeout`` seconds."""
+    """Sends requests to the agent's models (by name), each attempt within ``timeout`` seconds,
+    and prices the replies with ``price_of``."""
 
-    def __init__(self, models: Mapping[str, Model], clock: Clock, timeout: float) -> None:
+    def __init__(
+        self,
+        models: Mapping[str, Model],
+        clock: Clock,
+        timeout: float,
+        price_of: Callable[[Model], Price],
+    ) -> None:
         self._models = models
         self._clock = clock
         self._timeout = timeout
+        self._price_of = price_of
 
     async def attempt(
         self, requested: ModelCallRequested, request: Any
@@ -71,6 +80,7 @@ class LiveModels:
                 tool_calls=reply.tool_calls,
                 finish_reason=reply.finish_reason,
                 usage=reply.usage,
+                cost_usd=self._price_of(model).cost(reply.usage),
                 duration_ms=elapsed_ms(started, ended),
             )
         ended = self._clock.now()
@@ -97,7 +107,7 @@ class LiveTools:
         self._timeout = timeout
 
     async def run_tier(
-        self, intended: ToolCallIntended, tier: str, args: Any, user_id: str
+        self, intended: ToolCallIntended, tier: str, args: Any, user_id: str, tier_span: str
     ) -> ToolCallSucceeded | ToolTierFailed:
         tool = self._tools[intended.tool_name]
         started = self._clock.now()
@@ -107,7 +117,10 @@ class LiveTools:
         except Exception as exc:  # any failure of a tier is recorded; cancellation is not one
             ended = self._clock.now()
             return ToolTierFailed(
-                **_envelope(intended, ended),
+                run_id=intended.run_id,
+                span_id=tier_span,
+                parent_span_id=intended.span_id,
+                at=ended,
                 call_id=intended.call_id,
                 tool_name=tool.name,
                 tier=tier,
@@ -161,7 +174,10 @@ class LiveHealth:
         cooldown: timedelta,
         now: datetime,
     ) -> ToolTierSkipped | None:
-        health = await self._view.current()
+        view = self._view
+        if view.stale:  # the fresh view is read without a coroutine: this is every tool call
+            await view.refresh()
+        health = view.state
         until = circuit_open_until(health, tool, tier, threshold=threshold, cooldown=cooldown)
         if until is None or now >= until:
             return None

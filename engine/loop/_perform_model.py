@@ -41,7 +41,8 @@ _LEDGER_RACE_ATTEMPTS = 200
 
 
 async def request_model(command: RequestModel, step: Step, writer: Writer) -> None:
-    """Record the request (after its back-off), reserving its worst case when capped."""
+    """Record the request (after its back-off) and send it; when capped, record it with the
+    reservation of its worst case instead, and leave the sending to the next step."""
     clock = step.ports.clock
     if command.not_before is not None:
         wait = (command.not_before - clock.now()).total_seconds()
@@ -63,6 +64,8 @@ async def request_model(command: RequestModel, step: Step, writer: Writer) -> No
     policy = step.budget_policy
     if policy is None:
         writer.stage([requested])
+        answer = await step.ports.models.attempt(requested, request)
+        writer.stage([answer])
         return
     price = step.agent.price_of(command.model)
     worst = price.worst_case(max_input_tokens(len(body), len(request.messages)), request.max_tokens)
@@ -129,43 +132,29 @@ async def _reserve(
 
 
 async def send_request(command: SendRequest, step: Step, writer: Writer) -> None:
-    """Send the recorded request and record the reply (settling its reservation) or the error
-    (giving the reservation back)."""
+    """Send a request recorded with its reservation."""
     requested = command.requested
     request = build_request(step.state, step.agent, requested.purpose)
     answer = await step.ports.models.attempt(requested, request)
-    span = step.span(requested.call_id, requested.parent_span_id)
     call = step.state.model_call
     reservation = call.reservation if call is not None else None
-    events: list[Event] = []
-    others: list[StreamAppend] = []
+    if reservation is None:  # recorded before its surface had caps: nothing to settle
+        writer.stage([answer])
+        return
+    span = step.span(requested.call_id, requested.parent_span_id, answer.at)
+    closing: BudgetSettled | BudgetReleased
     if isinstance(answer, ModelCallResponded):
-        cost = step.agent.price_of(command.model).cost(answer.usage)
-        answered = {"call_id": requested.call_id, "purpose": requested.purpose, "cost_usd": cost}
-        events.append(answer.model_copy(update={**span, **answered}))
-        if reservation is not None:
-            settled = BudgetSettled(
-                **span,
-                reservation_id=reservation.reservation_id,
-                user_id=reservation.user_id,
-                day=reservation.day,
-                reserved_usd=reservation.amount_usd,
-                actual_usd=cost,
-            )
-            events.append(settled)
-            others.append(ledger_entry(step.ports.ids, reservation, settled))
+        closing = BudgetSettled(
+            **span,
+            reservation_id=reservation.reservation_id,
+            user_id=reservation.user_id,
+            day=reservation.day,
+            reserved_usd=reservation.amount_usd,
+            actual_usd=answer.cost_usd,
+        )
     else:
-        failed = {
-            "call_id": requested.call_id,
-            "model": requested.model,
-            "attempt": requested.attempt,
-        }
-        events.append(answer.model_copy(update={**span, **failed}))
-        if reservation is not None:
-            released = release(reservation, "the model call failed", span)
-            events.append(released)
-            others.append(ledger_entry(step.ports.ids, reservation, released))
-    writer.stage(events, *others)
+        closing = release(reservation, "the model call failed", span)
+    writer.stage([answer, closing], ledger_entry(step.ports.ids, reservation, closing))
 
 
 def abandon_request(command: AbandonRequest, step: Step, writer: Writer) -> None:

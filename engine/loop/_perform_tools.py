@@ -39,7 +39,6 @@ from ._commands import (
     Claim,
     Degrade,
     GiveUp,
-    Intend,
     Reconcile,
     Reject,
     RunTiers,
@@ -87,21 +86,6 @@ def ask_confirmation(command: AskConfirmation, step: Step, writer: Writer) -> No
                 tool_name=valid.tool.name,
                 arguments=valid.arguments,
                 preview=valid.tool.render_preview(valid.args),
-            )
-        ]
-    )
-
-
-def intend(command: Intend, step: Step, writer: Writer) -> None:
-    """Clear a call without side effects to run."""
-    call, valid = command.call, command.valid
-    writer.stage(
-        [
-            ToolCallIntended(
-                **_call_span(step, call),
-                call_id=call.call.id,
-                tool_name=valid.tool.name,
-                arguments=valid.arguments,
             )
         ]
     )
@@ -173,20 +157,22 @@ async def check_key(command: CheckKey, step: Step, writer: Writer) -> None:
 
 
 async def run_tiers(command: RunTiers, step: Step, writer: Writer) -> None:
-    """Run the next tier of each call at once; record the outcomes in call order."""
+    """Run the next tier of each call at once; record the intents of the calls cleared here,
+    then the outcomes, each in call order."""
     jobs = command.jobs
+    intents = [_intent(step, job) for job in jobs]
     outcomes: list[Event | None] = [None] * len(jobs)
     if len(jobs) == 1:  # the common case needs no task group
-        outcomes[0] = await _run_tier(step, jobs[0])
+        outcomes[0] = await _run_tier(step, jobs[0], intents[0])
     else:
 
         async def run(index: int) -> None:
-            outcomes[index] = await _run_tier(step, jobs[index])
+            outcomes[index] = await _run_tier(step, jobs[index], intents[index])
 
         async with anyio.create_task_group() as tg:
             for index in range(len(jobs)):
                 tg.start_soon(run, index)
-    events: list[Event] = []
+    events: list[Event] = [i for i, job in zip(intents, jobs, strict=True) if job.cleared]
     others: list[StreamAppend] = []
     for job, outcome in zip(jobs, outcomes, strict=True):
         assert outcome is not None
@@ -197,34 +183,35 @@ async def run_tiers(command: RunTiers, step: Step, writer: Writer) -> None:
     writer.stage(events, *others)
 
 
-async def _run_tier(step: Step, job: TierJob) -> Event:
+def _intent(step: Step, job: TierJob) -> ToolCallIntended:
+    """The call's recorded intent, or the one this step records for a call it clears."""
+    valid = job.cleared
+    if valid is None:
+        assert job.call.intent is not None
+        return job.call.intent
+    return ToolCallIntended(
+        **_call_span(step, job.call),
+        call_id=job.call.call.id,
+        tool_name=valid.tool.name,
+        arguments=valid.arguments,
+    )
+
+
+async def _run_tier(step: Step, job: TierJob, intent: ToolCallIntended) -> Event:
     """One tier of one call: skipped by its breaker, or run."""
     ports, agent = step.ports, step.agent
-    call, tool = job.call, job.tool
-    intent = call.intent
-    assert intent is not None and call.span_id is not None
     tier_span = ports.ids.new_id()
     skipped = await ports.health.skip(
-        call.call.id,
-        tool.name,
+        job.call.call.id,
+        job.tool.name,
         job.tier,
         threshold=agent.breaker.threshold,
         cooldown=agent.breaker.cooldown,
         now=ports.clock.now(),
     )
     if skipped is not None:
-        return skipped.model_copy(update=step.span(tier_span, call.span_id))
-    outcome = await ports.tools.run_tier(intent, job.tier, job.args, step.user_id)
-    if isinstance(outcome, ToolCallSucceeded):
-        fields: dict[str, Any] = {
-            **step.span(call.span_id, step.turn_span),
-            "call_id": call.call.id,
-            "idempotency_key": call.key,
-        }
-        return outcome.model_copy(update=fields)
-    return outcome.model_copy(
-        update={**step.span(tier_span, call.span_id), "call_id": call.call.id}
-    )
+        return skipped.model_copy(update=step.span(tier_span, intent.span_id))
+    return await ports.tools.run_tier(intent, job.tier, job.args, step.user_id, tier_span)
 
 
 def degrade(command: Degrade, step: Step, writer: Writer) -> None:
@@ -269,8 +256,7 @@ async def reconcile(command: Reconcile, step: Step, writer: Writer) -> None:
     assert intent is not None
     found = await step.ports.tools.reconcile(intent, command.args, step.user_id)
     meta = _call_span(step, call)
-    reconciled = found.model_copy(update={**meta, "call_id": call.call.id})
-    events: list[Event] = [reconciled]
+    events: list[Event] = [found]
     outcome: ToolCallSucceeded | ToolOutcomeUnknown | None = None
     if found.found == "done":
         outcome = ToolCallSucceeded(

@@ -96,10 +96,10 @@ class SpanFields(TypedDict):
 
 
 class ModelPort(Protocol):
-    """Sends model requests: the answer to ``requested`` is a reply or an error, as an event.
+    """Sends model requests: the answer to ``requested`` is a reply (with its cost at the agent's
+    prices) or an error, as the event that records it in ``requested``'s span.
 
-    ``request`` is the ``ModelRequest`` that ``requested`` fingerprints. The answer's envelope is
-    set by the caller, and so is its ``cost_usd`` (the agent's prices apply).
+    ``request`` is the ``ModelRequest`` that ``requested`` fingerprints.
     """
 
     async def attempt(
@@ -110,12 +110,13 @@ class ModelPort(Protocol):
 class ToolPort(Protocol):
     """Runs tools: one tier of an intended call, or the reconcile hook of a call in doubt.
 
-    ``args`` are the validated arguments (the tool's pydantic model). Answers are events whose
-    envelope the caller sets; no exception of a tool ever comes out of this port.
+    ``args`` are the validated arguments (the tool's pydantic model). A success or a reconcile
+    finding is recorded in the call's span (``intended``'s), a tier's failure in ``tier_span``
+    under it; no exception of a tool ever comes out of this port.
     """
 
     async def run_tier(
-        self, intended: ToolCallIntended, tier: str, args: Any, user_id: str
+        self, intended: ToolCallIntended, tier: str, args: Any, user_id: str, tier_span: str
     ) -> ToolCallSucceeded | ToolTierFailed: ...
 
     async def reconcile(
@@ -166,13 +167,13 @@ class Gate(Protocol):
     the run where it stands (replay uses both to reproduce a recorded cancellation or crash).
     """
 
-    async def before_io(self, committed: int, version: int) -> str | None: ...
+    def before_io(self, committed: int, version: int) -> str | None: ...
 
 
 class OpenGate:
     """The live gate: never stops a run (cancellation comes from ``Engine.cancel``)."""
 
-    async def before_io(self, committed: int, version: int) -> str | None:
+    def before_io(self, committed: int, version: int) -> str | None:
         return None
 
 

@@ -19,7 +19,7 @@ event up, never by writing it twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from agentledger.engine._errors import RunConflictError, RunExistsError
 from agentledger.events import (
@@ -58,15 +58,12 @@ def _claims(event: Event) -> bool:
     return event.type == "tool_call_claimed"
 
 
-@dataclass(frozen=True, slots=True)
-class _Staged:
+class _Staged(NamedTuple):
     """What one step staged, and the run's state after it."""
 
     events: list[NewEvent]
     others: tuple[StreamAppend, ...]
     state: RunState
-    answers: bool
-    claims: bool
 
 
 class Recorder:
@@ -88,6 +85,9 @@ class Recorder:
         """The run's version in the store: the expected version of the next write."""
         self._committed_state = state
         self._staged: list[_Staged] = []
+        # How many staged steps must be written before any I/O, and before a tool runs.
+        self._before_io = 0
+        self._before_tools = 0
         self._in_flight: str | None = None
 
     @property
@@ -99,33 +99,37 @@ class Recorder:
         """Add events (and appends to other streams, written atomically with them) to a later
         write, and fold them in."""
         state = self.state
-        answers = claims = False
         staged: list[NewEvent] = []
+        answers = claims = False
         for event in events:
             state = evolve_run(state, event, state.version + 1)
             staged.append(NewEvent(event, self._ids.new_id()))
-            answers = answers or event.type in _ANSWERS
-            claims = claims or _claims(event)
+            if event.type in _ANSWERS:
+                answers = True
+            elif _claims(event):
+                claims = True
         self.state = state
-        self._staged.append(_Staged(staged, others, state, answers, claims))
+        self._staged.append(_Staged(staged, others, state))
+        if answers:
+            self._before_io = self._before_tools = len(self._staged)
+        elif claims:
+            self._before_tools = len(self._staged)
 
-    def must_flush(self, *, executes: bool) -> bool:
+    def must_flush(self, *, executes: bool | None) -> bool:
         """Whether some staged events must be durable before an I/O (``executes``: a tool or a
-        reconcile hook runs)."""
+        reconcile hook runs), or (``None``) whether anything is staged at all."""
         return self._needed(executes) > 0
 
-    def _needed(self, executes: bool) -> int:
+    def _needed(self, executes: bool | None) -> int:
         """How many staged steps must be written before that I/O (what follows may wait)."""
-        for index in range(len(self._staged) - 1, -1, -1):
-            staged = self._staged[index]
-            if staged.answers or (executes and staged.claims):
-                return index + 1
-        return 0
+        if executes is None:
+            return len(self._staged)
+        return self._before_tools if executes else self._before_io
 
     async def flush(self, *, executes: bool | None = None) -> None:
         """Write staged events in one atomic append: all of them, or (``executes`` given) those
-        that must be durable before that I/O."""
-        count = len(self._staged) if executes is None else self._needed(executes)
+        that must be durable before that I/O (nothing to write: no I/O)."""
+        count = self._needed(executes)
         if count:
             await self._write(count, [], ())
 
@@ -165,6 +169,8 @@ class Recorder:
             ) from exc
         self._in_flight = None
         del self._staged[:count]
+        self._before_io = max(self._before_io - count, 0)
+        self._before_tools = max(self._before_tools - count, 0)
         self._committed_state = state
         self.committed = state.version
         if not self._staged:
@@ -179,17 +185,21 @@ class Recorder:
             return
         state = fold_run(await self._store.read_stream(self.stream))
         self._staged = []
+        self._before_io = self._before_tools = 0
         self.state = self._committed_state = state
         self.committed = state.version
 
     def discard(self) -> None:
         """Drop what is staged: the run goes back to its last write."""
         self._staged = []
+        self._before_io = self._before_tools = 0
         self.state = self._committed_state
 
 
 def _merged(appends: Sequence[StreamAppend]) -> list[StreamAppend]:
     """One append per stream: several outcomes may go to one ledger stream in one write."""
+    if len(appends) < 2:
+        return list(appends)
     by_stream: dict[str, StreamAppend] = {}
     for append in appends:
         known = by_stream.get(append.stream_id)

@@ -39,9 +39,9 @@ class Writer(Protocol):
     async def commit(self, events: Sequence[Event], *others: StreamAppend) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Step:
-    """The inputs of one step."""
+    """The inputs of one step (not to be changed: made anew for every step)."""
 
     state: RunState
     agent: Agent

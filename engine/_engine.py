@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import anyio
 from anyio.abc import TaskGroup
@@ -355,6 +355,13 @@ class Engine:
         active = self._active[run_id] = _Active()
         return active
 
+    def _spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Run ``work`` in the engine's task group, if it is open (``False``: it is not)."""
+        if self._task_group is None:
+            return False
+        self._task_group.start_soon(work)
+        return True
+
     def _recorder(self, state: RunState) -> Recorder:
         return Recorder(self.store, self.ids, state, self._publish)
 
@@ -381,7 +388,7 @@ class Engine:
             ids=self.ids,
             models=LiveModels(models, self.clock, agent.model_timeout, agent.price_of),
             tools=LiveTools(agent.tools_by_name, self.clock, agent.tool_timeout),
-            health=LiveHealth(self._health),
+            health=LiveHealth(self._health, self._spawn),
             ledgers=self._ledgers,
             keys=self._keys,
             gate=OpenGate(),

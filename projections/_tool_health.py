@@ -257,12 +257,17 @@ class ToolHealthView:
         self._waiting: dict[int, Sequence[RecordedEvent]] = {}
         """Published batches that follow a gap, by their first position."""
         self._refreshed_at = -math.inf
-        self._lock = anyio.Lock()
+        self._refreshing = False
 
     @property
     def position(self) -> int:
         """The global position folded so far."""
         return self._position
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the view has read the store once."""
+        return self._loaded
 
     def observe(self, recorded: Sequence[RecordedEvent]) -> None:
         """Fold events this process appended (one append's events, consecutive positions)."""
@@ -272,10 +277,14 @@ class ToolHealthView:
         while (batch := self._waiting.pop(self._position + 1, None)) is not None:
             self._fold(batch)
 
-    @property
-    def stale(self) -> bool:
-        """Whether the view is due to read what other processes committed (``refresh``)."""
-        return anyio.current_time() - self._refreshed_at >= self._refresh_interval
+    def take_refresh(self) -> bool:
+        """Whether the caller is to ``refresh`` the view now: it is due to read what other
+        processes committed, and no one else is at it (the others go on with the view as it
+        is meanwhile)."""
+        if self._refreshing or anyio.current_time() - self._refreshed_at < self._refresh_interval:
+            return False
+        self._refreshing = True
+        return True
 
     @property
     def state(self) -> ToolHealth:
@@ -283,19 +292,19 @@ class ToolHealthView:
         return self._state
 
     async def current(self) -> ToolHealth:
-        """``state``, refreshed first if it is ``stale``."""
-        if self.stale:
+        """``state``, refreshed first if that is due."""
+        if self.take_refresh():
             await self.refresh()
         return self._state
 
     async def refresh(self) -> None:
-        """Read what the store holds beyond the view (one reader at a time; the others find
-        the view fresh when they get the lock)."""
-        async with self._lock:
+        """Read what the store holds beyond the view (after ``take_refresh`` said so)."""
+        try:
             now = anyio.current_time()
-            if now - self._refreshed_at >= self._refresh_interval:
-                await self._catch_up()
-                self._refreshed_at = now
+            await self._catch_up()
+            self._refreshed_at = now
+        finally:
+            self._refreshing = False
 
     def _fold(self, events: Sequence[RecordedEvent]) -> None:
         for event in events:

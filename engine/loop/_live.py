@@ -7,7 +7,8 @@ through its own ports can ever be mistaken for one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from agentledger.engine.models._pricing import Price
 from agentledger.engine.tools._tools import Tool, ToolContext
 from agentledger.events import (
     EventStore,
+    EventStoreError,
     ModelCallFailed,
     ModelCallRequested,
     ModelCallResponded,
@@ -159,10 +161,26 @@ class LiveTools:
 
 
 class LiveHealth:
-    """The circuit breakers over the store's tool health (shared by every engine on it)."""
+    """The circuit breakers over the store's tool health (shared by every engine on it).
 
-    def __init__(self, view: ToolHealthView) -> None:
+    The view is read once, on first use; after that, what other processes recorded is read in
+    the background (``spawn`` starts it), so no tool call waits for it: a run that stopped to
+    read would fall out of step with the others, which costs group commit its batches.
+    """
+
+    def __init__(
+        self,
+        view: ToolHealthView,
+        spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], bool],
+    ) -> None:
         self._view = view
+        self._spawn = spawn
+
+    async def _refresh(self) -> None:
+        # In the background, a store that cannot be read now leaves the view as it is; the
+        # next refresh tries again (a run's own reads report such errors).
+        with suppress(EventStoreError):
+            await self._view.refresh()
 
     async def skip(
         self,
@@ -175,7 +193,7 @@ class LiveHealth:
         now: datetime,
     ) -> ToolTierSkipped | None:
         view = self._view
-        if view.stale:  # the fresh view is read without a coroutine: this is every tool call
+        if view.take_refresh() and (not view.loaded or not self._spawn(self._refresh)):
             await view.refresh()
         health = view.state
         until = circuit_open_until(health, tool, tier, threshold=threshold, cooldown=cooldown)

@@ -60,7 +60,8 @@ def tool_step(state: RunState, agent: Agent) -> Command | None:
             held_keys.add(call.key)
         if isinstance(step_or_job, TierJob):
             jobs.append(step_or_job)
-        else:
+        elif not (jobs and isinstance(step_or_job, Reconcile)):
+            # (A reconcile waits for the tiers of earlier calls: outcomes in call order.)
             return step_or_job
     if jobs:
         return RunTiers(tuple(jobs))

@@ -36,7 +36,7 @@ from .loop._driver import cancel_run, drive
 from .loop._live import LiveHealth, LiveKeys, LiveLedgers, LiveModels, LiveTools, ledger_folds
 from .loop._perform_run import in_flight_until, run_resumed, run_started
 from .loop._ports import Clock, IdSource, OpenGate, Ports, RandomIds, SystemClock
-from .loop._recorder import Recorder
+from .loop._recorder import EventFilter, Recorder
 from .policies._budget import Budgets
 
 _PORTS_KEPT = 256
@@ -125,6 +125,8 @@ class Engine:
         day_folds, key_folds = ledger_folds(store)
         self._ledgers = LiveLedgers(day_folds)
         self._keys = LiveKeys(key_folds)
+        self._admit: EventFilter | None = None
+        """What every event passes through before it is folded and written."""
         self._active: dict[str, _Active] = {}
         self._agent_ports: dict[int, tuple[Agent, Ports]] = {}
         self._listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent]]] = defaultdict(list)
@@ -339,7 +341,8 @@ class Engine:
         agent = agent or self._agents.get(state.started.agent)
         if agent is None:
             raise EngineError(f"no agent named {state.started.agent!r} to replay run {run_id!r}")
-        return await Replayer(self.store).replay(run_id, ReplayDriver(agent, self.budgets))
+        driver = ReplayDriver(agent, self.budgets, self._admit)
+        return await Replayer(self.store).replay(run_id, driver)
 
     async def result(self, run_id: str) -> RunResult:
         """Where the run stands, from the store."""
@@ -363,7 +366,7 @@ class Engine:
         return True
 
     def _recorder(self, state: RunState) -> Recorder:
-        return Recorder(self.store, self.ids, state, self._publish)
+        return Recorder(self.store, self.ids, state, self._publish, self._admit)
 
     def _ports(self, agent: Agent) -> Ports:
         # An agent is immutable, so its ports are made once (the entry keeps the agent alive,

@@ -17,20 +17,21 @@ from ._agent import Agent
 from .loop._driver import cancel_run, drive
 from .loop._perform_run import run_resumed, run_started
 from .loop._ports import Ports
-from .loop._recorder import Recorder
+from .loop._recorder import EventFilter, Recorder
 from .policies._budget import Budgets
 
 
 class ReplayDriver:
     """Drives a replayed run of ``agent`` (with the engine's ``budgets``) for the replayer."""
 
-    def __init__(self, agent: Agent, budgets: Budgets | None) -> None:
+    def __init__(self, agent: Agent, budgets: Budgets | None, admit: EventFilter | None) -> None:
         self._agent = agent
         self._budgets = budgets
+        self._admit = admit
 
     async def start(self, store: EventStore, answers: TapeAnswers, started: RunStarted) -> None:
         """Start the run as recorded (same id, task, user and surface) and drive it."""
-        recorder = _recorder(store, answers, RunState(run_id=started.run_id))
+        recorder = self._recorder(store, answers, RunState(run_id=started.run_id))
         opening = run_started(
             self._agent,
             started.run_id,
@@ -44,14 +45,18 @@ class ReplayDriver:
 
     async def resume(self, store: EventStore, answers: TapeAnswers) -> None:
         """Begin a new session where the replayed run stands, and drive it on."""
-        recorder = _recorder(store, answers, await _load(store, answers))
+        recorder = self._recorder(store, answers, await _load(store, answers))
         await recorder.commit([run_resumed(recorder.state, answers.clock)])
         await drive(recorder, self._agent, _ports(answers), self._budgets)
 
     async def cancel(self, store: EventStore, answers: TapeAnswers, reason: str) -> None:
         """Record the cancellation of the replayed run as it stands."""
-        recorder = _recorder(store, answers, await _load(store, answers))
+        recorder = self._recorder(store, answers, await _load(store, answers))
         await cancel_run(recorder, answers.clock, answers.ids, reason)
+
+    def _recorder(self, store: EventStore, answers: TapeAnswers, state: RunState) -> Recorder:
+        # The events pass the engine's filter as they did when recorded, so they compare.
+        return Recorder(store, answers.ids, state, lambda recorded: None, self._admit)
 
 
 def _ports(answers: TapeAnswers) -> Ports:
@@ -65,10 +70,6 @@ def _ports(answers: TapeAnswers) -> Ports:
         keys=answers.keys,
         gate=answers.gate,
     )
-
-
-def _recorder(store: EventStore, answers: TapeAnswers, state: RunState) -> Recorder:
-    return Recorder(store, answers.ids, state, lambda recorded: None)
 
 
 async def _load(store: EventStore, answers: TapeAnswers) -> RunState:

@@ -1,6 +1,7 @@
 """The recorder: the only writer of a run's stream.
 
-Steps stage their events here; the recorder folds them at once (``state`` is always the state of
+Steps stage their events here; the recorder passes each through its filter (``admit``: size
+limits, redaction), folds them at once (``state`` is always the state of
 everything staged) and writes them in as few commits as the run's safety allows, each with the
 run's expected version, so two processes driving one run cannot both write. What may wait for a
 later write, and what may not, is one rule (``must_flush``):
@@ -58,6 +59,12 @@ def _claims(event: Event) -> bool:
     return event.type == "tool_call_claimed"
 
 
+EventFilter = Callable[[Event], Event]
+"""Applied to every event before it is folded and written (size limits, redaction): the log and
+the state hold what it returns. It must give back an event unchanged when it has nothing to do,
+and the same event when given its own result."""
+
+
 class _Staged(NamedTuple):
     """What one step staged, and the run's state after it."""
 
@@ -75,10 +82,12 @@ class Recorder:
         ids: IdSource,
         state: RunState,
         publish: Callable[[Sequence[RecordedEvent]], None],
+        admit: EventFilter | None = None,
     ) -> None:
         self._store = store
         self._ids = ids
         self._publish = publish
+        self._admit = admit
         self.state = state
         """The run as of everything staged (what ``decide`` looks at)."""
         self.committed = state.version
@@ -101,7 +110,10 @@ class Recorder:
         state = self.state
         staged: list[NewEvent] = []
         answers = claims = False
+        admit = self._admit
         for event in events:
+            if admit is not None:
+                event = admit(event)
             state = evolve_run(state, event, state.version + 1)
             staged.append(NewEvent(event, self._ids.new_id()))
             if event.type in _ANSWERS:
@@ -149,7 +161,10 @@ class Recorder:
         new = [event for staged in written for event in staged.events]
         appends = [append for staged in written for append in staged.others]
         state = written[-1].state if written else self._committed_state
+        admit = self._admit
         for event in events:
+            if admit is not None:
+                event = admit(event)
             state = evolve_run(state, event, state.version + 1)
             new.append(NewEvent(event, self._ids.new_id()))
         run = StreamAppend(self.stream, new, expected_version=self.committed)

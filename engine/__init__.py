@@ -38,6 +38,7 @@ from agentledger.engine.policies._checks import (
     UserCheck,
 )
 from agentledger.engine.policies._critic import Critic
+from agentledger.engine.policies._sizes import SizePolicy
 from agentledger.engine.tools._tool_keys import canonical_arguments, idempotency_key
 from agentledger.engine.tools._tool_validation import RejectedCall, ValidCall, validate_call
 from agentledger.engine.tools._tools import Reconciled, Tool, ToolContext, to_json_value, tool
@@ -47,7 +48,9 @@ from agentledger.replay import ReplayReport
 from ._agent import DEGRADED_TOOL_INSTRUCTION, Agent, BreakerPolicy, RetryPolicy
 from ._engine import Engine, RunNotFoundError, RunResult, Sink
 from ._errors import (
+    AgentConfigError,
     EngineError,
+    InvalidInputError,
     ModelConnectionError,
     ModelError,
     ModelRateLimitedError,
@@ -69,6 +72,7 @@ __all__ = [
     "DEGRADED_TOOL_INSTRUCTION",
     "JUDGE_CHECK_NAME",
     "Agent",
+    "AgentConfigError",
     "AnthropicModel",
     "BannedPhrases",
     "BreakerPolicy",
@@ -83,6 +87,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "IdSource",
+    "InvalidInputError",
     "JsonLinesSink",
     "JsonSchema",
     "JudgeVerdict",
@@ -114,6 +119,7 @@ __all__ = [
     "RunNotFoundError",
     "RunResult",
     "Sink",
+    "SizePolicy",
     "SystemClock",
     "TokenEstimator",
     "Tool",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
+from agentledger.engine._errors import AgentConfigError
 from agentledger.engine.models._model import Model, ToolSpec
 from agentledger.engine.models._pricing import Price, resolve_price
 from agentledger.engine.policies._critic import Critic
@@ -37,8 +39,12 @@ class RetryPolicy:
     max_retry_after: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("RetryPolicy.max_attempts must be at least 1")
+        if _not_int(self.max_attempts) or self.max_attempts < 1:
+            raise AgentConfigError("RetryPolicy.max_attempts must be an int of at least 1")
+        for name in ("base_delay", "max_delay", "max_retry_after"):
+            _check_seconds(f"RetryPolicy.{name}", getattr(self, name), allow_zero=True)
+        if not _finite(self.multiplier) or self.multiplier < 1:
+            raise AgentConfigError("RetryPolicy.multiplier must be a finite number of at least 1")
 
     def delay(self, attempt: int, retry_after: float | None) -> float | None:
         """Seconds to wait before attempt ``attempt + 1``, or ``None`` to stop retrying."""
@@ -55,6 +61,12 @@ class BreakerPolicy:
 
     threshold: int = 3
     cooldown: timedelta = timedelta(seconds=60)
+
+    def __post_init__(self) -> None:
+        if _not_int(self.threshold) or self.threshold < 1:
+            raise AgentConfigError("BreakerPolicy.threshold must be an int of at least 1")
+        if not isinstance(self.cooldown, timedelta) or self.cooldown < timedelta(0):
+            raise AgentConfigError("BreakerPolicy.cooldown must be a non-negative timedelta")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,12 +101,20 @@ class Agent:
     _price_table: dict[str, Price] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.max_turns < 1:
-            raise ValueError("Agent.max_turns must be at least 1")
+        if not isinstance(self.name, str) or not self.name or "\x00" in self.name:
+            raise AgentConfigError("Agent.name must be a non-empty string without NUL characters")
+        for name in ("max_turns", "max_tokens"):
+            value = getattr(self, name)
+            if _not_int(value) or value < 1:
+                raise AgentConfigError(f"Agent.{name} must be an int of at least 1, not {value!r}")
+        _check_seconds("Agent.model_timeout", self.model_timeout, allow_zero=False)
+        _check_seconds("Agent.tool_timeout", self.tool_timeout, allow_zero=False)
         names = [t.name for t in self.tools]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"Agent {self.name!r} has several tools named {', '.join(dupes)}")
+            raise AgentConfigError(
+                f"Agent {self.name!r} has several tools named {', '.join(dupes)}"
+            )
         # Every model the agent may call is priced now: an unknown price is an error at build
         # time, never a silent zero at run time.
         models = [*self.models, self.summary_model or self.model]
@@ -136,3 +156,18 @@ class Agent:
         if self.tools:
             parts.append(DEGRADED_TOOL_INSTRUCTION)
         return "\n\n".join(parts)
+
+
+def _not_int(value: object) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
+    """A duration in seconds: a finite number, positive (or zero when ``allow_zero``)."""
+    if not _finite(value) or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
+        least = "non-negative" if allow_zero else "positive"
+        raise AgentConfigError(f"{name} must be a finite, {least} number of seconds, not {value!r}")

@@ -31,6 +31,7 @@ from agentledger.replay import Replayer, ReplayReport
 
 from ._agent import Agent
 from ._errors import EngineError, RunActiveError, RunBusyError, RunExistsError
+from ._inputs import check_id, check_text
 from ._replaying import ReplayDriver
 from .loop._driver import cancel_run, drive
 from .loop._live import LiveHealth, LiveKeys, LiveLedgers, LiveModels, LiveTools, ledger_folds
@@ -38,6 +39,7 @@ from .loop._perform_run import in_flight_until, run_resumed, run_started
 from .loop._ports import Clock, IdSource, OpenGate, Ports, RandomIds, SystemClock
 from .loop._recorder import EventFilter, Recorder
 from .policies._budget import Budgets
+from .policies._sizes import SizePolicy
 
 _PORTS_KEPT = 256
 
@@ -101,7 +103,9 @@ class Engine:
 
     Tool health (the circuit breakers) is folded from the store, so every engine on one store
     shares it; ``health_refresh`` is how many seconds the breakers may go without reading what
-    other processes recorded (this engine's own outcomes count at once).
+    other processes recorded (this engine's own outcomes count at once). ``sizes`` bounds what
+    one event may carry (model text, tool results, error texts, a task); the defaults keep every
+    event under 1 MiB.
     """
 
     def __init__(
@@ -114,18 +118,20 @@ class Engine:
         sink: Sink | None = None,
         budgets: Budgets | None = None,
         health_refresh: float = 1.0,
+        sizes: SizePolicy | None = None,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.ids: IdSource = ids or RandomIds()
         self.budgets = budgets
+        self.sizes = sizes or SizePolicy()
         self._sink = sink
         self._agents = {a.name: a for a in agents}
         self._health = ToolHealthView(store, refresh_interval=health_refresh)
         day_folds, key_folds = ledger_folds(store)
         self._ledgers = LiveLedgers(day_folds)
         self._keys = LiveKeys(key_folds)
-        self._admit: EventFilter | None = None
+        self._admit: EventFilter | None = self.sizes.event_filter()
         """What every event passes through before it is folded and written."""
         self._active: dict[str, _Active] = {}
         self._agent_ports: dict[int, tuple[Agent, Ports]] = {}
@@ -170,7 +176,11 @@ class Engine:
         ``RunActiveError`` if this engine is driving that id right now.
         """
         given = run_id is not None
-        run_id = run_id or self.ids.new_id()
+        run_id = check_id("run_id", run_id) if given else self.ids.new_id()
+        check_id("user_id", user_id)
+        check_id("surface", surface)
+        check_text("task", task, self.sizes.max_input_text)
+        check_text("the system prompt", agent.full_system_prompt(), self.sizes.max_input_text)
         active = self._take(run_id)
         try:
             self.register(agent)
@@ -206,7 +216,7 @@ class Engine:
         """
         if self._task_group is None:
             raise EngineError("the engine is not open; use 'async with Engine(store) as engine:'")
-        run_id = run_id or self.ids.new_id()
+        run_id = check_id("run_id", run_id) if run_id is not None else self.ids.new_id()
         send, receive = anyio.create_memory_object_stream[RecordedEvent](math.inf)
         self._listeners[run_id].append(send)
         failure: list[BaseException] = []
@@ -243,7 +253,7 @@ class Engine:
         the process that drove the run is known to be gone (a supervisor restarting the one
         worker that crashed), or the side effect may happen twice.
         """
-        active = self._take(run_id)
+        active = self._take(check_id("run_id", run_id))
         try:
             state = await self.load(run_id)
             assert state.started is not None
@@ -291,6 +301,7 @@ class Engine:
         self, run_id: str, call_id: str, *, by: str | None = None, reason: str = ""
     ) -> None:
         """Record a person's no to a pending tool call (the model is told); then ``resume``."""
+        check_text("the denial reason", reason, self.sizes.max_error_text)
         state = await self._awaiting(run_id, call_id)
         event = ConfirmationDenied(
             run_id=run_id,
@@ -305,7 +316,8 @@ class Engine:
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled by the caller") -> None:
         """Cancel a run: stop it if it is running here, and record ``RunCancelled``."""
-        active = self._active.get(run_id)
+        active = self._active.get(check_id("run_id", run_id))
+        check_text("the cancel reason", reason, self.sizes.max_error_text)
         if active is not None:
             active.cancel_reason = reason
             active.scope.cancel()
@@ -316,6 +328,7 @@ class Engine:
 
     async def load(self, run_id: str) -> RunState:
         """The run's current state, folded from its stream."""
+        check_id("run_id", run_id)
         state = fold_run(await self.store.read_stream(run_stream(run_id)))
         if state.started is None:
             raise RunNotFoundError(f"no run {run_id!r} in the store")
@@ -389,7 +402,7 @@ class Engine:
         return Ports(
             clock=self.clock,
             ids=self.ids,
-            models=LiveModels(models, self.clock, agent.model_timeout, agent.price_of),
+            models=LiveModels(models, self.clock, agent.model_timeout, agent.price_of, self.sizes),
             tools=LiveTools(agent.tools_by_name, self.clock, agent.tool_timeout),
             health=LiveHealth(self._health, self._spawn),
             ledgers=self._ledgers,

@@ -33,6 +33,15 @@ class RunBusyError(EngineError):
         super().__init__(message)
 
 
+class InvalidInputError(EngineError, ValueError):
+    """Raised when an argument of the engine's API cannot be used: an empty id, a NUL character,
+    text that is not valid Unicode, a task over the size limit."""
+
+
+class AgentConfigError(EngineError, ValueError):
+    """Raised when an ``Agent`` or one of its policies is built with settings that cannot work."""
+
+
 class ModelError(EngineError):
     """Raised when a model call fails; ``retryable`` says whether trying again may help."""
 

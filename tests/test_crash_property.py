@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 import anyio
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -344,6 +344,20 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(scenario=scenarios())
+@example(  # found by the fuzz run: a key's verdict read, then left behind by a partial write
+    scenario=Scenario(
+        turns=(
+            (call("send", {"to": "bob"}, id="t0c0"),),
+            (call("send", {"to": "ann"}, id="t1c0"), call("send", {"to": "bob"}, id="t1c1")),
+        ),
+        needs_revision=False,
+        failing_turns=frozenset(),
+        failure="server",
+        capped=True,
+        memory=False,
+        crashes=frozenset({8}),
+    )
+)
 def test_a_crash_at_any_write_then_resume_ends_as_if_nothing_happened(scenario: Scenario) -> None:
     async def check() -> None:
         reference, ref_world, ref_agent, _ = await _run(scenario, set())

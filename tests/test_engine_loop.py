@@ -22,6 +22,7 @@ from agentledger.engine import (
     Agent,
     Engine,
     EngineError,
+    InvalidInputError,
     JsonLinesSink,
     ModelReply,
     ModelRequest,
@@ -380,15 +381,26 @@ async def test_leaving_a_stream_early_does_not_stop_the_run() -> None:
 
 
 async def test_stream_raises_what_the_run_raised() -> None:
-    agent = Agent(name="mute", model=ScriptedModel([]))  # runs out of replies at once
+    agent = Agent(name="mute", model=ScriptedModel([]))
     async with MemoryEventStore() as store, engine_for(store) as engine:
         got: list[str] = []
-        with pytest.raises(AssertionError, match="ran out of replies"):
-            async for recorded in engine.stream(agent, "Hello", run_id="r1"):
+        with pytest.raises(InvalidInputError, match="task is not valid Unicode"):
+            async for recorded in engine.stream(agent, "Hello \ud800", run_id="r1"):
                 got.append(recorded.event.type)
-        # Nothing is written: a run's start goes out with its first step, which never came.
+        # Nothing is written: the task is refused before the run exists.
         assert got == []
         assert await store.read_all() == []
+
+
+async def test_a_model_that_raises_anything_fails_its_attempts_not_the_caller() -> None:
+    agent = Agent(name="mute", model=ScriptedModel([]))  # runs out of replies at once
+    async with MemoryEventStore() as store, engine_for(store) as engine:
+        result = await engine.run(agent, "Hello", run_id="r1")
+        events = await run_log(store, "r1")
+    assert result.status == "failed"
+    assert result.error is not None and "ran out of replies" in result.error
+    failures = [e.event for e in events if e.event.type == "model_call_failed"]
+    assert [f.error_type for f in failures] == ["ModelResponseError"] * 3  # retried, like any
 
 
 async def test_json_lines_sink_writes_one_parseable_line_per_appended_event() -> None:

@@ -14,9 +14,15 @@ from typing import Any
 
 import anyio
 
-from agentledger.engine._errors import ModelError, ModelRateLimitedError, ModelTimeoutError
+from agentledger.engine._errors import (
+    ModelError,
+    ModelRateLimitedError,
+    ModelResponseError,
+    ModelTimeoutError,
+)
 from agentledger.engine.models._model import Model, ModelRequest
 from agentledger.engine.models._pricing import Price
+from agentledger.engine.policies._sizes import SizePolicy
 from agentledger.engine.tools._tools import Tool, ToolContext
 from agentledger.events import (
     EventStore,
@@ -37,13 +43,19 @@ from agentledger.projections._streams import key_stream
 from agentledger.projections._tool_health import ToolHealthView, circuit_open_until
 
 from ._ports import Clock, elapsed_ms
+from ._replies import checked_reply
 
 _MAX_ERROR_TEXT = 2000
 
 
 class LiveModels:
     """Sends requests to the agent's models (by name), each attempt within ``timeout`` seconds,
-    and prices the replies with ``price_of``."""
+    checks the replies (``checked_reply``) and prices them with ``price_of``.
+
+    Whatever a model's ``complete`` raises, except cancellation, is a failed attempt: a
+    ``ModelError`` as it is, anything else (a client's bug, a value nothing can price or record)
+    as a ``ModelResponseError`` naming it. No reply makes a run raise.
+    """
 
     def __init__(
         self,
@@ -51,11 +63,13 @@ class LiveModels:
         clock: Clock,
         timeout: float,
         price_of: Callable[[Model], Price],
+        sizes: SizePolicy,
     ) -> None:
         self._models = models
         self._clock = clock
         self._timeout = timeout
         self._price_of = price_of
+        self._sizes = sizes
 
     async def attempt(
         self, requested: ModelCallRequested, request: Any
@@ -67,10 +81,14 @@ class LiveModels:
         try:
             with anyio.fail_after(self._timeout):
                 reply = await model.complete(request)
+            reply = checked_reply(reply, model.name, self._sizes)
+            cost = self._price_of(model).cost(reply.usage)
         except TimeoutError:
             error = ModelTimeoutError(model.name, f"no reply within {self._timeout}s")
         except ModelError as exc:
             error = exc
+        except Exception as exc:  # a client's bug, or a value nothing can price: see above
+            error = ModelResponseError(model.name, f"unusable reply: {type(exc).__name__}: {exc}")
         else:
             ended = self._clock.now()
             return ModelCallResponded(
@@ -82,7 +100,7 @@ class LiveModels:
                 tool_calls=reply.tool_calls,
                 finish_reason=reply.finish_reason,
                 usage=reply.usage,
-                cost_usd=self._price_of(model).cost(reply.usage),
+                cost_usd=cost,
                 duration_ms=elapsed_ms(started, ended),
             )
         ended = self._clock.now()

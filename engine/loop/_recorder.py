@@ -9,7 +9,8 @@ later write, and what may not, is one rule (``must_flush``):
 - the answers of ports (a model's reply or error, a tool's result, a reconcile hook's finding,
   budget settlements, a back-off's deadline) are durable before any port is asked anything
   else: a crash never loses an answer that a later step built on;
-- a side effect's intent, or a claim on one in doubt, is durable before any tool runs;
+- a side effect's intent, a claim on one in doubt, and every verdict read from a key's ledger
+  are durable before any tool runs;
 - everything else (announcements such as a turn's start or a model request, tier failures,
   decisions a fold would make again the same way) rides along with the next write.
 
@@ -30,7 +31,10 @@ from agentledger.events import (
     NewEvent,
     RecordedEvent,
     StreamAppend,
+    ToolArgumentsRejected,
     ToolCallIntended,
+    ToolOutcomeUnknown,
+    ToolResultReused,
 )
 from agentledger.projections._run_state import RunState, evolve_run, fold_run
 from agentledger.projections._streams import run_stream
@@ -53,9 +57,13 @@ before the next I/O (a crash during a back-off resumes with the time left, not a
 
 
 def _claims(event: Event) -> bool:
-    """Whether ``event`` claims a side effect: durable before any tool runs."""
-    if isinstance(event, ToolCallIntended):
+    """Whether ``event`` claims a side effect or records what a key's ledger said: durable
+    before any tool runs (so no later write can leave a key's verdict behind, and a replay that
+    stops where a crash did never reads a ledger the recording read again)."""
+    if isinstance(event, ToolCallIntended | ToolResultReused | ToolOutcomeUnknown):
         return event.idempotency_key is not None
+    if isinstance(event, ToolArgumentsRejected):
+        return event.error_type == "idempotency_conflict"
     return event.type == "tool_call_claimed"
 
 

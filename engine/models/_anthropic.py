@@ -22,6 +22,7 @@ import httpx
 import orjson
 from pydantic import Field
 
+from agentledger.engine._errors import ModelResponseError
 from agentledger.events import ToolCall, Usage
 from agentledger.projections._messages import (
     AssistantMessage,
@@ -156,6 +157,17 @@ class AnthropicModel(HttpModel):
             body["tools"] = [anthropic_tool_schema(spec) for spec in request.tools]
         return body
 
+    def _arguments(self, block: _ToolUse) -> str:
+        """A ``tool_use`` input as the JSON text a tool call carries."""
+        try:
+            return orjson.dumps(block.input).decode()
+        except orjson.JSONEncodeError as exc:  # an integer beyond 64 bits, say
+            raise ModelResponseError(
+                self._model,
+                f"malformed reply: tool_use {block.id[:80]!r} has an input JSON "
+                f"cannot carry ({exc})",
+            ) from None
+
     async def complete(self, request: ModelRequest) -> ModelReply:
         """Send one messages request and parse its content blocks."""
         response = await self._post_json(self._url, self._headers, self.request_body(request))
@@ -168,7 +180,7 @@ class AnthropicModel(HttpModel):
             # they are meant to be read as one string.
             text="".join(block.text for block in reply.content if isinstance(block, _Text)),
             tool_calls=tuple(
-                ToolCall(id=block.id, name=block.name, arguments=orjson.dumps(block.input).decode())
+                ToolCall(id=block.id, name=block.name, arguments=self._arguments(block))
                 for block in reply.content
                 if isinstance(block, _ToolUse)
             ),

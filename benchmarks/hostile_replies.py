@@ -21,7 +21,7 @@ from pathlib import Path
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from hostile_runs import hostile_runs  # noqa: E402
+from hostile_runs import hostile_runs
 
 
 async def main(runs: int, seed: int) -> dict[str, object]:

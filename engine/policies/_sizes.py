@@ -22,7 +22,7 @@ from agentledger.events import Event
 
 KIB = 1024
 
-_MARKER = "\n[... cut: {total} bytes in all, over the limit of {limit}]"
+_MARKER = " [... cut: {total} bytes in all, over the limit of {limit}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +133,9 @@ def _limited(policy: SizePolicy, event: Event) -> Event:
 def _unicode(text: str) -> str:
     """``text``, with any lone surrogate (an exception's text may hold one) replaced, since the
     log stores UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    return text
+    if _encodable(text):
+        return text
+    return "".join("\ufffd" if 0xD800 <= ord(char) <= 0xDFFF else char for char in text)
 
 
 _TEXT_FIELDS = {

@@ -366,12 +366,13 @@ class Tally:
             self.problems.append(f"{label}: {case}")
 
 
-async def sweep(*, quick: bool, workdir: Path) -> dict[str, Any]:
-    """Every scenario under every fault (``quick``: the first scenario, every third N)."""
+async def sweep(
+    *, workdir: Path, scenarios: int = len(SCENARIOS), stride: int = 1, projection_stride: int = 1
+) -> dict[str, Any]:
+    """The first ``scenarios`` scenarios, each failed at every ``stride``-th operation (N = 1,
+    1 + stride, ...) of the reference run, and checkpoint saves every ``projection_stride``-th."""
     tally, counter = Tally(), 0
-    scenarios = SCENARIOS[:1] if quick else SCENARIOS
-    stride = 3 if quick else 1
-    for scenario in scenarios:
+    for scenario in SCENARIOS[:scenarios]:
         counter += 1
         first_of_scenario = counter
         reference, counts = await _reference(scenario, workdir / f"ref{counter}.db")
@@ -399,7 +400,7 @@ async def sweep(*, quick: bool, workdir: Path) -> dict[str, Any]:
             path = workdir / f"{counter}.db"
             case = await run_case(scenario, path, reference, max_page_count=quota)
             tally.add(f"{scenario.name} quota {quota} pages", case)
-    projection = await projection_sweep(workdir, quick=quick)
+    projection = await projection_sweep(workdir, stride=projection_stride)
     return {
         "runs": tally.runs,
         "first_session": dict(tally.first),
@@ -417,7 +418,7 @@ async def sweep(*, quick: bool, workdir: Path) -> dict[str, Any]:
 # -- projection updates ---------------------------------------------------------------------------
 
 
-async def projection_sweep(workdir: Path, *, quick: bool) -> dict[str, int]:
+async def projection_sweep(workdir: Path, *, stride: int = 1) -> dict[str, int]:
     """A run index kept by a ``ProjectionRunner`` (saving every 7 events) whose Nth checkpoint
     save fails; a new runner on the healthy store must end with the rows of the log's fold."""
     source = workdir / "projection.db"
@@ -432,7 +433,7 @@ async def projection_sweep(workdir: Path, *, quick: bool) -> dict[str, int]:
         expected = fold(RunIndex(), await read_everything(store))
         saves = -(-await store.head_position() // 7)
     cases = losses = typed = crashes = 0
-    for at in range(1, saves + 1, 2 if quick else 1):
+    for at in range(1, saves + 1, stride):
         for times in (1, None):
             for error in ("unavailable", "crash"):
                 cases += 1
@@ -463,7 +464,10 @@ async def projection_sweep(workdir: Path, *, quick: bool) -> dict[str, int]:
 async def main(quick: bool) -> dict[str, Any]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        figures = await sweep(quick=quick, workdir=Path(tmp))
+        if quick:
+            figures = await sweep(workdir=Path(tmp), scenarios=1, stride=3, projection_stride=2)
+        else:
+            figures = await sweep(workdir=Path(tmp))
     return {
         "benchmark": "faults_storage",
         "backend": "sqlite",

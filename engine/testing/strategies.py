@@ -16,6 +16,7 @@ kind is what the engine will make of it (``ScriptedRun.expected``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -84,6 +85,8 @@ def _dumps(value: JsonValue) -> str:
     return orjson.dumps(value).decode()
 
 
+# Strategies are immutable: one per tool is made once (a tool's schema costs a pydantic call).
+@functools.lru_cache(maxsize=256)
 def tool_arguments(tool: Tool[Any]) -> st.SearchStrategy[dict[str, JsonValue]]:
     """Arguments ``tool`` accepts: drawn from its JSON schema, kept if its validation passes."""
     own = {tool.name: tool}
@@ -93,6 +96,11 @@ def tool_arguments(tool: Tool[Any]) -> st.SearchStrategy[dict[str, JsonValue]]:
         .map(lambda value: value if isinstance(value, dict) else {})
         .filter(lambda value: _outcome(own, tool.name, _dumps(value)) == "valid")
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _required(tool: Tool[Any]) -> tuple[str, ...]:
+    return tuple(tool.spec().parameters.get("required", ()))
 
 
 def _wrong_value(value: JsonValue) -> st.SearchStrategy[JsonValue]:
@@ -106,7 +114,7 @@ def _wrong_value(value: JsonValue) -> st.SearchStrategy[JsonValue]:
 @st.composite
 def _broken_arguments(draw: st.DrawFn, tool: Tool[Any]) -> str:
     value = draw(tool_arguments(tool))
-    required = [k for k in tool.spec().parameters.get("required", ()) if k in value]
+    required = [k for k in _required(tool) if k in value]
     how = draw(st.sampled_from(["wrong_type", "drop_required", "not_object"]))
     if how == "drop_required" and required:
         dropped = draw(st.sampled_from(required))
@@ -118,6 +126,7 @@ def _broken_arguments(draw: st.DrawFn, tool: Tool[Any]) -> str:
     return _dumps(draw(other))
 
 
+@functools.lru_cache(maxsize=256)
 def invalid_arguments(tool: Tool[Any]) -> st.SearchStrategy[str]:
     """Raw JSON arguments for ``tool`` that parse but that it rejects (``invalid_arguments``): a
     required field dropped, a field of the wrong type, or not a JSON object at all."""
@@ -149,6 +158,7 @@ def _garbled(draw: st.DrawFn, tool: Tool[Any]) -> str:
     return text[:-1] + ",}"  # a trailing comma
 
 
+@functools.lru_cache(maxsize=256)
 def malformed_json(tool: Tool[Any]) -> st.SearchStrategy[str]:
     """Raw arguments for ``tool`` that are not strict JSON (``invalid_json``): cut short, single
     quotes, a trailing comma, ``NaN``, a key twice, or prose around the object."""

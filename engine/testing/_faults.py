@@ -229,3 +229,8 @@ class FaultyStore(StoreBase):
 def _ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
+
+
+def _is_an_event_store(store: FaultyStore) -> EventStore:
+    # mypy checks here that the wrapper has every method of the protocol it stands in for.
+    return store

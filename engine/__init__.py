@@ -3,8 +3,8 @@
     async with SqliteEventStore("runs.db") as store, Engine(store) as engine:
         result = await engine.run(agent, "What's the weather in Paris?", user_id="u1")
 
-Test doubles for agents (a scripted model, a fake clock, sequential ids) live in
-``agentledger.engine.testing``.
+The testing kit (a scripted model, a fake clock, sequential ids, the loop's invariants as
+checkers, a fault-injecting store, Hypothesis strategies) lives in ``agentledger.engine.testing``.
 """
 
 from agentledger.engine.models._anthropic import AnthropicModel, anthropic_tool_schema

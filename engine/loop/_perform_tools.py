@@ -161,16 +161,28 @@ async def run_tiers(command: RunTiers, step: Step, writer: Writer) -> None:
     then the outcomes, each in call order."""
     jobs = command.jobs
     intents = [_intent(step, job) for job in jobs]
-    outcomes: list[Event | None] = [None] * len(jobs)
-    if len(jobs) == 1:  # the common case needs no task group
-        outcomes[0] = await _run_tier(step, jobs[0], intents[0])
-    else:
+    # The breakers are asked first, one call after the other: the store read behind them may
+    # fail, and its typed error must reach the caller as it is, not wrapped in the task group's
+    # ExceptionGroup. Only the tiers run at once (their failures are recorded, never raised).
+    spans = [step.ports.ids.new_id() for _ in jobs]
+    outcomes: list[Event | None] = [
+        await _skipped(step, job, intent, span)
+        for job, intent, span in zip(jobs, intents, spans, strict=True)
+    ]
+    pending = [index for index, outcome in enumerate(outcomes) if outcome is None]
 
-        async def run(index: int) -> None:
-            outcomes[index] = await _run_tier(step, jobs[index], intents[index])
+    async def run(index: int) -> None:
+        job = jobs[index]
+        tools = step.ports.tools
+        outcomes[index] = await tools.run_tier(
+            intents[index], job.tier, job.args, step.user_id, spans[index]
+        )
 
+    if len(pending) == 1:  # the common case needs no task group
+        await run(pending[0])
+    elif pending:
         async with anyio.create_task_group() as tg:
-            for index in range(len(jobs)):
+            for index in pending:
                 tg.start_soon(run, index)
     events: list[Event] = [i for i, job in zip(intents, jobs, strict=True) if job.cleared]
     others: list[StreamAppend] = []
@@ -197,10 +209,11 @@ def _intent(step: Step, job: TierJob) -> ToolCallIntended:
     )
 
 
-async def _run_tier(step: Step, job: TierJob, intent: ToolCallIntended) -> Event:
-    """One tier of one call: skipped by its breaker, or run."""
+async def _skipped(
+    step: Step, job: TierJob, intent: ToolCallIntended, tier_span: str
+) -> Event | None:
+    """The tier's skip if its breaker is open, else ``None`` (it is to run)."""
     ports, agent = step.ports, step.agent
-    tier_span = ports.ids.new_id()
     skipped = await ports.health.skip(
         job.call.call.id,
         job.tool.name,
@@ -209,9 +222,9 @@ async def _run_tier(step: Step, job: TierJob, intent: ToolCallIntended) -> Event
         cooldown=agent.breaker.cooldown,
         now=ports.clock.now(),
     )
-    if skipped is not None:
-        return skipped.model_copy(update=step.span(tier_span, intent.span_id))
-    return await ports.tools.run_tier(intent, job.tier, job.args, step.user_id, tier_span)
+    if skipped is None:
+        return None
+    return skipped.model_copy(update=step.span(tier_span, intent.span_id))
 
 
 def degrade(command: Degrade, step: Step, writer: Writer) -> None:

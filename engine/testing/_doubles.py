@@ -1,6 +1,6 @@
 """Test doubles for agents built on agentledger: a scripted model, a fake clock, sequential ids.
 
-They are the same doubles the engine's own test-suite uses. A typical test::
+They are the same doubles the engine's own test suite uses. A typical test::
 
     model = ScriptedModel([
         reply(tool_calls=[call("get_weather", {"city": "Paris"})]),
@@ -99,14 +99,18 @@ def reply(
     )
 
 
-Script = Sequence[ModelReply | BaseException] | Callable[[ModelRequest], ModelReply]
+Script = Sequence[ModelReply | BaseException] | Callable[[ModelRequest], ModelReply | BaseException]
+"""A ``ScriptedModel``'s answers: a list used in order, or a function of the request."""
 
 
 class ScriptedModel:
     """A ``Model`` that answers from a script instead of a provider.
 
     ``script`` is either a list of replies (an exception in the list is raised instead, e.g. a
-    ``ModelRateLimitedError`` to test retries), used in order, or a function of the request.
+    ``ModelRateLimitedError`` to test retries), used in order, or a function of the request
+    (returning an exception raises it too). A function of the request answers a resumed run as
+    it answered the first try, like a real service whose behaviour does not depend on our
+    crashes; a list moves on with every call, including calls a crash cut off.
     Its calls cost nothing unless a ``price`` is given (to test budgets).
     Every request is kept in ``requests`` for assertions. Running out of replies raises
     ``AssertionError``: the test expected fewer calls than the engine made.

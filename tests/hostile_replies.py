@@ -32,6 +32,7 @@ class HostileServer:
     port: int = 0
     _server: asyncio.Server | None = field(default=None, repr=False)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set, repr=False)
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
     async def __aenter__(self) -> HostileServer:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -43,6 +44,7 @@ class HostileServer:
         self._server.close()
         for writer in list(self._writers):  # ends each connection's handler on its next read
             writer.close()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
     @property
@@ -51,6 +53,9 @@ class HostileServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)  # type: ignore[arg-type]
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")

@@ -62,6 +62,17 @@ async def _end_states(events_db: Path) -> dict[str, list[RecordedEvent]]:
         return {f"r{i:04d}": await store.read_stream(f"run-r{i:04d}") for i in range(RUNS)}
 
 
+def _wait_for_a_write(events_db: Path, limit: float = 2.0) -> None:
+    """Until the worker has written something since it started (or ``limit`` seconds)."""
+    wal = events_db.with_name(events_db.name + "-wal")
+    before = wal.stat().st_mtime_ns if wal.exists() else 0
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if wal.exists() and wal.stat().st_mtime_ns != before:
+            return
+        time.sleep(0.002)
+
+
 @pytest.mark.skipif(os.name != "posix", reason="needs SIGKILL")
 def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
     events_db, service_db = tmp_path / "events.db", tmp_path / "service.db"
@@ -74,6 +85,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
         ready = worker.stdout.readline()
         assert ready.strip() == "READY", worker.stderr.read() if worker.stderr else ready
         if kills < KILLS:
+            _wait_for_a_write(events_db)  # a kill before the first write would miss the work
             time.sleep(rng.uniform(0.0, 0.04))
             if worker.poll() is None:
                 worker.send_signal(signal.SIGKILL)

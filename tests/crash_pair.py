@@ -75,6 +75,7 @@ async def _check(events_db: Path, service_db: Path, acks: list[Path], runs: int)
     async with SqliteEventStore(events_db) as store:
         lost = [event_id for event_id in acknowledged if await store.get_event(event_id) is None]
         statuses: dict[str, int] = {}
+        errors: list[str] = []
         gaps = resumed = 0
         differing: list[str] = []
         async with Engine(store, agents=[AGENT]) as engine:
@@ -83,8 +84,10 @@ async def _check(events_db: Path, service_db: Path, acks: list[Path], runs: int)
                 events = await store.read_stream(f"run-{run_id}")
                 gaps += [e.version for e in events] != list(range(1, len(events) + 1))
                 resumed += any(e.event.type == "run_resumed" for e in events)
-                status = (await engine.result(run_id)).status
-                statuses[status] = statuses.get(status, 0) + 1
+                result = await engine.result(run_id)
+                statuses[result.status] = statuses.get(result.status, 0) + 1
+                if result.error is not None:
+                    errors.append(f"{run_id}: {result.error}")
                 replayed = await engine.replay(run_id)
                 if not replayed.matches:
                     differing.append(f"{run_id}: {replayed.divergence}")
@@ -92,6 +95,7 @@ async def _check(events_db: Path, service_db: Path, acks: list[Path], runs: int)
         acknowledged_events_lost=len(lost),
         version_gaps=gaps,
         statuses=statuses,
+        errors=errors[:3],
         runs_resumed_after_a_kill=resumed,
         runs_whose_replay_differs=len(differing),
         replay_differences=differing[:3],

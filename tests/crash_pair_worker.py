@@ -117,14 +117,34 @@ class Primary:
         return script(request)
 
 
+def _first_failure(request: ModelRequest) -> bool:
+    """Whether this request is one the backup fails, for the first time (noted in the service)."""
+    text = "".join(m.content for m in request.messages)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    if int(digest[8:16], 16) % 3:
+        return False
+    conn = _service()
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS backup_failures (digest TEXT PRIMARY KEY)")
+        added = conn.execute(
+            "INSERT INTO backup_failures (digest) VALUES (?) ON CONFLICT DO NOTHING", (digest,)
+        )
+        return added.rowcount == 1
+    finally:
+        conn.close()
+
+
 class Backup:
-    """Fails now and then (a retry), else answers like the primary."""
+    """Fails a third of the requests once (a retry), else answers like the primary.
+
+    Once, not at random: a run whose retries all failed would end ``failed``, which is the
+    engine working, not a crash losing something."""
 
     name = "backup"
     price = Price.free()
 
     async def complete(self, request: ModelRequest) -> ModelReply:
-        if random.random() < 0.3:
+        if _first_failure(request):
             raise ModelServerError("backup", "overloaded", status_code=503)
         return script(request)
 

@@ -21,7 +21,7 @@ from crash_pair import crash_pair
 @pytest.mark.skipif(os.name != "posix", reason="needs SIGKILL")
 def test_two_workers_killed_at_random_deliver_once_and_lose_nothing(tmp_path: Path) -> None:
     report = crash_pair(tmp_path, runs=40, kills=12, seed=20261129)
-    assert report["statuses"] == {"completed": 40}
+    assert report["statuses"] == {"completed": 40}, report["errors"]
     assert report["deliveries"] == 40 * 3
     assert report["duplicate_deliveries"] == 0
     assert report["acknowledged_events"] > 0 and report["acknowledged_events_lost"] == 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -30,7 +31,13 @@ from typing import Literal
 import anyio
 import orjson
 
-from agentledger.events import EventStore, RecordedEvent, ToolCallSucceeded, ToolTierFailed
+from agentledger.events import (
+    CorruptEventError,
+    EventStore,
+    RecordedEvent,
+    ToolCallSucceeded,
+    ToolTierFailed,
+)
 
 from ._streams import is_run_stream
 
@@ -310,7 +317,10 @@ class ToolHealthView:
         for event in events:
             if event.position > self._position:
                 if event.type in _TIER_EVENTS:
-                    self._state = self._projection.evolve(self._state, event)
+                    # One damaged outcome must not freeze every tool's breaker: it is skipped,
+                    # and the run it belongs to is parked when it is read (see ``_damage``).
+                    with suppress(CorruptEventError):
+                        self._state = self._projection.evolve(self._state, event)
                 self._position = event.position
 
     async def _catch_up(self) -> None:

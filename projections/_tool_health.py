@@ -39,6 +39,7 @@ from agentledger.events import (
     ToolTierFailed,
 )
 
+from ._damage import PARKED_KEY_PREFIX
 from ._streams import is_run_stream
 
 _TIER_EVENTS = frozenset({"tool_call_succeeded", "tool_tier_failed"})
@@ -328,7 +329,11 @@ class ToolHealthView:
             saved = await self._store.load_checkpoint(self._checkpoint)
             rows = ToolHealthRows()
             self._state = ToolHealth.from_rows(
-                {key: rows.decode_row(data) for key, data in saved.rows.items()}
+                {
+                    key: rows.decode_row(data)
+                    for key, data in saved.rows.items()
+                    if not key.startswith(PARKED_KEY_PREFIX)  # the runner's note of damage
+                }
             )
             self._position = saved.position
             self._loaded = True

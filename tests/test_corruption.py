@@ -270,3 +270,52 @@ def test_cli_escapes_control_characters_from_the_log(
     started = orjson.loads(out.splitlines()[0])["event"]
     assert started["user_id"] == "user\x9b31m\u202e"  # still the exact value, as JSON
     assert started["task"] == "task \x1b]0;pwned\x07\x1b[31m"
+
+
+async def test_tool_health_folds_past_a_damaged_outcome(tmp_path: Path) -> None:
+    from pydantic import BaseModel
+
+    from agentledger.engine import ToolContext, tool
+    from agentledger.engine.testing import call
+    from agentledger.projections import ToolHealthRows, ToolHealthView
+
+    class Query(BaseModel):
+        q: str
+
+    @tool
+    async def lookup(args: Query, ctx: ToolContext) -> str:
+        """Look something up."""
+        return args.q
+
+    def script(request: object) -> object:
+        answered = any(m.role == "tool" for m in request.messages)  # type: ignore[attr-defined]
+        return reply("ok") if answered else reply(tool_calls=[call("lookup", {"q": "a"})])
+
+    model = ScriptedModel(script)  # type: ignore[arg-type]
+    agent = Agent(name="a", model=model, tools=[lookup], prices={model.name: PRICE})
+    db = tmp_path / "log.db"
+    async with SqliteEventStore(db) as store, Engine(store, clock=FakeClock()) as engine:
+        for run_id in ("r1", "r2"):
+            assert (await engine.run(agent, "Go.", run_id=run_id)).status == "completed"
+    _sql(
+        db,
+        "UPDATE events SET checksum = checksum + 1 "
+        "WHERE stream_id = 'run-r1' AND type = 'tool_call_succeeded'",
+    )
+    async with SqliteEventStore(db) as store:
+        view = ToolHealthView(store)
+        await view.refresh()
+        assert view.position == await store.head_position()
+        assert view.state == (await _health_without(store, "run-r1"))
+        async with ProjectionRunner(store, ToolHealthRows()) as runner:
+            await runner.catch_up()
+            assert set(parked_runs(runner.parked)) == {"r1"}
+        async with Engine(store, clock=FakeClock()) as engine:
+            assert (await engine.run(agent, "Go.", run_id="r3")).status == "completed"
+
+
+async def _health_without(store: SqliteEventStore, stream_id: str) -> object:
+    from agentledger.projections import ToolHealthProjection, fold
+
+    events = [e for e in await store.read_all() if e.damage is None]
+    return fold(ToolHealthProjection(), events)

@@ -217,6 +217,17 @@ def test_cli_lists_shows_and_tails_past_a_damaged_run(
     rows = capsys.readouterr().out.splitlines()[2:]
     assert rows[0].startswith("bad ") and not any(r.startswith("good ") for r in rows)
 
+    # Damage after the run index folded the event (its checkpoint is past it) is found too.
+    _damage(db, "run-good", 2)
+    for argv in (["runs"], ["runs", "--status", "completed"]):
+        assert main(["--db", str(db), *argv]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert not any(line.startswith("good ") and " completed " in line for line in lines)
+        if argv == ["runs"]:
+            assert any(
+                line.startswith("parked good: ") and "'run-good'@2" in line for line in lines
+            )
+
     assert main(["--db", str(db), "show", "bad"]) == 0
     out = capsys.readouterr().out
     assert "(corrupt)" in out and "run_completed" in out and "parked bad: " in out

@@ -40,6 +40,7 @@ from agentledger.projections import (
     check_pass_rates,
     list_runs,
     parked_runs,
+    run_stream,
     spend_by_day,
 )
 
@@ -132,21 +133,44 @@ def _run_cells(row: RunSummary, parked: ParkedStream | None) -> tuple[object, ..
     )
 
 
+async def _damage_in(store: EventStore, run_id: str) -> ParkedStream | None:
+    """The first damaged event of a run's stream, if any (reads and decodes the whole run)."""
+    for recorded in await store.read_stream(run_stream(run_id)):
+        try:
+            recorded.event  # noqa: B018 - decoding is the check
+        except CorruptEventError as exc:
+            return ParkedStream.of(exc)
+    return None
+
+
 async def _runs_table(store: EventStore, user: str | None, status: str | None, limit: int) -> str:
     """The runs table, newest first; parked runs show as ``parked`` and get a line each below
-    it saying why (a run whose very start is damaged has no other columns to show)."""
+    it saying why (a run whose very start is damaged has no other columns to show).
+
+    The run index names the runs whose damage it met while folding; a row damaged after it
+    was folded is found by reading the stream of each run considered for the listing (with a
+    ``--status`` filter, every run until ``limit`` match), so what is shown is checked against
+    the log as it is now.
+    """
     async with ProjectionRunner(store, RunIndex()) as runner:
         await runner.catch_up()
         parked = parked_runs(runner.parked)
         rows = list_runs(runner.rows, user_id=user, limit=None, newest_first=True)
-    cells = [_run_cells(r, parked.get(r.run_id)) for r in rows]
-    if user is None:
-        cells += [
-            (run_id, "?", "?", "parked", "?", "?", "?")
-            for run_id in parked.keys() - {r.run_id for r in rows}
-        ]
-    if status is not None:
-        cells = [c for c in cells if c[3] == status]
+    cells: list[tuple[object, ...]] = []
+    for row in rows:
+        if len(cells) >= limit:
+            break
+        if row.run_id not in parked:
+            damage = await _damage_in(store, row.run_id)
+            if damage is not None:
+                parked[row.run_id] = damage
+        cell = _run_cells(row, parked.get(row.run_id))
+        if status is None or cell[3] == status:
+            cells.append(cell)
+    if user is None and status in (None, "parked"):
+        known = {row.run_id for row in rows}
+        unlisted = sorted(parked.keys() - known)
+        cells += [(run_id, "?", "?", "parked", "?", "?", "?") for run_id in unlisted]
     cells = cells[: max(limit, 0)]
     table = _table(["run", "agent", "user", "status", "turns", "cost (USD)", "started"], cells)
     notes = [
@@ -183,7 +207,7 @@ async def _demo(db: Path) -> int:
 
 async def _show(db: Path, run_id: str) -> int:
     async with SqliteEventStore(db) as store:
-        events = await store.read_stream(f"run-{run_id}")
+        events = await store.read_stream(run_stream(run_id))
     if not events:
         print(safe_text(f"agentledger: no run {run_id!r} in {db}"), file=sys.stderr)
         return 1
@@ -192,7 +216,7 @@ async def _show(db: Path, run_id: str) -> int:
         try:
             recorded.event  # noqa: B018 - decoding is the check
         except CorruptEventError as exc:
-            print(safe_text(f"\nparked {run_id}: {ParkedStream.of(exc).describe()}"))
+            print(f"\nparked {safe_text(run_id)}: {safe_text(ParkedStream.of(exc).describe())}")
             break
     return 0
 

@@ -111,9 +111,14 @@ async def _connection(pool: _Pool, acquire_within: float) -> AsyncIterator[_Conn
         try:
             yield conn
         except _DRIVER_ERRORS as exc:
-            if not isinstance(exc, asyncpg.PostgresError) or conn.is_closed():
-                conn.terminate()
+            _discard_if_broken(conn, exc)
             raise
+
+
+def _discard_if_broken(conn: _Conn, exc: BaseException) -> None:
+    """Terminate ``conn`` unless ``exc`` is a server error on a connection still open."""
+    if not isinstance(exc, asyncpg.PostgresError) or conn.is_closed():
+        conn.terminate()
 
 
 def _driver_error(exc: BaseException, doing: str) -> StoreUnavailableError:
@@ -435,6 +440,7 @@ class PostgresEventStore(StoreBase):
                 request.finish(_append_failure(exc, request))
             if not isinstance(exc, _DRIVER_ERRORS):
                 raise  # a bug, not the database: let the leader's caller see it whole
+            _discard_if_broken(conn, exc)  # handled here, so ``_connection`` never sees it
             return
         for request, outcome in zip(batch, outcomes, strict=True):
             request.finish(outcome)

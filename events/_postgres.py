@@ -437,7 +437,9 @@ class PostgresEventStore(StoreBase):
             outcomes = await self._commit_with_retries(conn, batch)
         except Exception as exc:
             for request in batch:
-                request.finish(_append_failure(exc, request))
+                failure = _append_failure(exc, request)
+                failure.__cause__ = exc  # as if raised ``from exc``: the driver's own words
+                request.finish(failure)
             if not isinstance(exc, _DRIVER_ERRORS):
                 raise  # a bug, not the database: let the leader's caller see it whole
             _discard_if_broken(conn, exc)  # handled here, so ``_connection`` never sees it

@@ -62,6 +62,7 @@ from ._errors import (
     RunBusyError,
     RunConflictError,
     RunExistsError,
+    RunParkedError,
     UnknownPriceError,
     UnknownSurfaceError,
 )
@@ -117,6 +118,7 @@ __all__ = [
     "RunConflictError",
     "RunExistsError",
     "RunNotFoundError",
+    "RunParkedError",
     "RunResult",
     "Sink",
     "SizePolicy",

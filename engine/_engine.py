@@ -19,6 +19,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from agentledger.events import (
     ConfirmationApproved,
     ConfirmationDenied,
+    CorruptEventError,
     EventStore,
     RecordedEvent,
     Usage,
@@ -30,7 +31,7 @@ from agentledger.projections._tool_health import ToolHealthView
 from agentledger.replay import Replayer, ReplayReport
 
 from ._agent import Agent
-from ._errors import EngineError, RunActiveError, RunBusyError, RunExistsError
+from ._errors import EngineError, RunActiveError, RunBusyError, RunExistsError, RunParkedError
 from ._inputs import check_id, check_text
 from ._replaying import ReplayDriver
 from .loop._driver import cancel_run, drive
@@ -327,9 +328,15 @@ class Engine:
             await cancel_run(self._recorder(state), self.clock, self.ids, reason)
 
     async def load(self, run_id: str) -> RunState:
-        """The run's current state, folded from its stream."""
+        """The run's current state, folded from its stream.
+
+        Raises ``RunParkedError`` if an event of the run is damaged.
+        """
         check_id("run_id", run_id)
-        state = fold_run(await self.store.read_stream(run_stream(run_id)))
+        try:
+            state = fold_run(await self.store.read_stream(run_stream(run_id)))
+        except CorruptEventError as exc:
+            raise _parked(run_id, exc) from None
         if state.started is None:
             raise RunNotFoundError(f"no run {run_id!r} in the store")
         return state
@@ -413,7 +420,12 @@ class Engine:
     async def _drive(self, active: _Active, recorder: Recorder, agent: Agent) -> RunResult:
         active.recorder = recorder
         with active.scope:
-            await drive(recorder, agent, self._ports(agent), self.budgets)
+            try:
+                await drive(recorder, agent, self._ports(agent), self.budgets)
+            except CorruptEventError as exc:
+                # A stream the run reads (its user's budget ledger, a key's ledger) is damaged:
+                # the run stops where it is, resumable once the row is repaired.
+                raise _parked(recorder.state.run_id, exc) from None
         if active.cancel_reason is not None:
             # Our own cancel: record it even if this task is being cancelled too. A write the
             # cancel cut off may have committed: the recorder finds out first.
@@ -445,3 +457,7 @@ class Engine:
                     # A reader that left its loop early does not stop the run.
                     with suppress(anyio.BrokenResourceError):
                         send.send_nowait(event)
+
+
+def _parked(run_id: str, error: CorruptEventError) -> RunParkedError:
+    return RunParkedError(run_id, error.stream_id, error.version, error.position, error.reason)

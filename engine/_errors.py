@@ -33,6 +33,29 @@ class RunBusyError(EngineError):
         super().__init__(message)
 
 
+class RunParkedError(EngineError):
+    """Raised when a run cannot be loaded or driven because an event it depends on is damaged.
+
+    The run is *parked*: nothing more is written to it until the damaged row is repaired (from a
+    backup, or by hand). ``stream_id``, ``version`` and ``position`` name the damaged event (in
+    the run's own stream, or one it reads, such as its user's budget ledger); ``reason`` says
+    what is wrong with it. Other runs are not affected.
+    """
+
+    def __init__(
+        self, run_id: str, stream_id: str, version: int, position: int | None, reason: str
+    ) -> None:
+        self.run_id = run_id
+        self.stream_id = stream_id
+        self.version = version
+        self.position = position
+        self.reason = reason
+        where = "" if position is None else f" (position {position})"
+        super().__init__(
+            f"run {run_id!r} is parked: event {stream_id!r}@{version}{where} is corrupt: {reason}"
+        )
+
+
 class InvalidInputError(EngineError, ValueError):
     """Raised when an argument of the engine's API cannot be used: an empty id, a NUL character,
     text that is not valid Unicode, a task over the size limit."""

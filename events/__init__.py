@@ -52,10 +52,12 @@ from ._catalog import (
     TurnStarted,
     Usage,
 )
+from ._checksum import event_checksum
 from ._codec import EventCodec, Upcaster, default_codec
 from ._envelope import NewEvent, RecordedEvent, StreamAppend
 from ._errors import (
     ConcurrencyError,
+    CorruptEventError,
     DecodeError,
     DuplicateEventError,
     EncodeError,
@@ -98,6 +100,7 @@ __all__ = [
     "ConfirmationApproved",
     "ConfirmationDenied",
     "ConfirmationRequested",
+    "CorruptEventError",
     "CriticVerdict",
     "DecodeError",
     "DuplicateEventError",
@@ -150,5 +153,6 @@ __all__ = [
     "Upcaster",
     "Usage",
     "default_codec",
+    "event_checksum",
     "utc_now",
 ]

@@ -10,7 +10,13 @@ import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ._catalog import EVENT_TYPES, Event, EventBase
-from ._errors import DecodeError, EncodeError, SchemaVersionError, UnknownEventTypeError
+from ._errors import (
+    CorruptEventError,
+    DecodeError,
+    EncodeError,
+    SchemaVersionError,
+    UnknownEventTypeError,
+)
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns the JSON object of an event at schema version ``n`` into the object at ``n + 1``."""
@@ -98,8 +104,8 @@ class EventCodec:
         event = self._decode_known(cls, event_type, schema_version, data, stream_id, version)
         if event.type != event_type:
             # A row whose type column and data disagree is corrupt; never guess which is right.
-            raise DecodeError(
-                stream_id, version, f"stored as {event_type!r}, data is {event.type!r}"
+            raise CorruptEventError(
+                stream_id, version, None, f"stored as {event_type!r}, data is {event.type!r}"
             )
         return event
 
@@ -131,10 +137,34 @@ class EventCodec:
                     )
                 raw = upcaster(raw)
             return _EVENT_ADAPTER.validate_python(raw)
+        # Neither message repeats the stored bytes (pydantic's and orjson's would): they may be
+        # large, secret or hostile to a terminal. ``from None`` keeps them out of tracebacks too.
         except ValidationError as exc:
-            raise DecodeError(stream_id, version, str(exc)) from exc
+            raise CorruptEventError(stream_id, version, None, _summary(exc)) from None
         except orjson.JSONDecodeError as exc:
-            raise DecodeError(stream_id, version, f"invalid JSON: {exc}") from exc
+            raise CorruptEventError(
+                stream_id, version, None, f"invalid JSON at byte {exc.pos}"
+            ) from None
+
+
+def _summary(exc: ValidationError) -> str:
+    """Where and why validation failed, without the input values: pydantic's error kinds, not
+    its messages, since some messages quote the input (an unknown tag, for one)."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    if errors and errors[0]["type"] == "json_invalid":
+        return "invalid JSON"
+    shown = "; ".join(f"{_location(error['loc'])}: {error['type']}" for error in errors[:3])
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return f"not a valid event of its type: {shown}{more}"[:300]
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    # Field names come from the catalog, but a dict key in a location comes from the input.
+    parts = [
+        str(part) if isinstance(part, int) or (part.isidentifier() and len(part) <= 40) else "?"
+        for part in loc
+    ]
+    return ".".join(parts) or "event"
 
 
 default_codec = EventCodec()

@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Protocol
 
 from ._catalog import Event
+from ._checksum import event_checksum
+from ._errors import CorruptEventError
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +63,16 @@ class RecordedEvent:
     looks only at ``type`` (and the envelope) to skip an event never pays for decoding it. The
     type and schema version are checked as the row is read: an unknown type or a newer schema
     raises there, never later. Treat it as immutable: it describes what the log holds.
+
+    A row whose stored checksum does not match its bytes is still returned, so a reader of
+    other streams, or one that skips it by ``type``, is not stopped by it; using its ``event``
+    raises ``CorruptEventError`` (and ``damage`` says why beforehand). Its ``type`` is what the
+    row says, which may be damaged too.
     """
 
     __slots__ = (
         "_codec",
+        "_damage",
         "_data",
         "_event",
         "event_id",
@@ -86,6 +94,7 @@ class RecordedEvent:
     _event: Event | None
     _data: bytes | str | None
     _codec: Decoder | None
+    _damage: str | None
 
     def __init__(
         self,
@@ -107,6 +116,7 @@ class RecordedEvent:
         self._event = event
         self._data = None
         self._codec = None
+        self._damage = None
 
     @classmethod
     def stored(
@@ -120,12 +130,22 @@ class RecordedEvent:
         event_type: str,
         data: bytes | str,
         codec: Decoder,
+        checksum: int | None = None,
     ) -> RecordedEvent:
         """A stored row, decoded by ``codec`` when ``event`` is first used.
 
-        Raises ``UnknownEventTypeError`` or ``SchemaVersionError`` at once.
+        ``checksum`` is the one stored with the row (``None``: a row written before checksums,
+        accepted as it is). A mismatch makes the row damaged (see the class docs); otherwise an
+        unknown type or a newer schema raises ``UnknownEventTypeError`` or
+        ``SchemaVersionError`` at once.
         """
-        codec.check(event_type, schema_version, stream_id, version)
+        damage = None
+        if checksum is not None:
+            computed = event_checksum(stream_id, version, event_type, schema_version, data)
+            if computed != checksum:
+                damage = f"checksum mismatch (stored {checksum:#x}, computed {computed:#x})"
+        if damage is None:
+            codec.check(event_type, schema_version, stream_id, version)
         recorded = object.__new__(cls)
         recorded.stream_id = stream_id
         recorded.version = version
@@ -135,19 +155,42 @@ class RecordedEvent:
         recorded.schema_version = schema_version
         recorded.type = event_type
         recorded._event = None
-        recorded._data = data
+        recorded._data = None if damage else data
         recorded._codec = codec
+        recorded._damage = damage
         return recorded
 
     @property
+    def damage(self) -> str | None:
+        """Why the row is known to be corrupt (its checksum does not match), else ``None``.
+
+        Bytes that match their checksum (or have none) but do not decode are found only when
+        ``event`` is first used.
+        """
+        return self._damage
+
+    @property
     def event(self) -> Event:
-        """The typed event (decoded on first use; ``DecodeError`` if the row is corrupt)."""
+        """The typed event (decoded on first use).
+
+        Raises ``CorruptEventError`` if the row is damaged, or another ``DecodeError``.
+        """
         event = self._event
         if event is None:
+            if self._damage is not None:
+                raise CorruptEventError(self.stream_id, self.version, self.position, self._damage)
             assert self._codec is not None and self._data is not None
-            event = self._codec.decode(
-                self.type, self.schema_version, self._data, self.stream_id, self.version
-            )
+            try:
+                event = self._codec.decode(
+                    self.type, self.schema_version, self._data, self.stream_id, self.version
+                )
+            except CorruptEventError as exc:
+                if exc.position is not None:
+                    raise
+                # The codec does not know where the row sits in the log; the envelope does.
+                raise CorruptEventError(
+                    self.stream_id, self.version, self.position, exc.reason
+                ) from None
             self._event = event
             self._data = None
         return event
@@ -169,6 +212,11 @@ class RecordedEvent:
         return hash((self.stream_id, self.version, self.position, self.event_id))
 
     def __repr__(self) -> str:
+        if self._event is None and self._damage is not None:
+            return (
+                f"RecordedEvent(stream_id={self.stream_id!r}, version={self.version}, "
+                f"position={self.position}, damage={self._damage!r})"
+            )
         return (
             f"RecordedEvent(stream_id={self.stream_id!r}, version={self.version}, "
             f"position={self.position}, event_id={self.event_id!r}, "

@@ -56,6 +56,22 @@ class DecodeError(EventStoreError):
         super().__init__(f"cannot decode event {stream_id!r}@{version}: {reason}")
 
 
+class CorruptEventError(DecodeError):
+    """Raised when a stored event is damaged: its checksum does not match its stored bytes, or
+    the bytes are not valid JSON or not a valid event of its type.
+
+    It names the stream, version and global position (``None`` when the row's position is not
+    known where it was found) and never repeats the stored bytes.
+    """
+
+    def __init__(self, stream_id: str, version: int, position: int | None, reason: str) -> None:
+        self.position = position
+        self.reason = reason
+        where = "" if position is None else f" (position {position})"
+        DecodeError.__init__(self, stream_id, version, f"{reason}{where}")
+        self.args = (f"event {stream_id!r}@{version}{where} is corrupt: {reason}",)
+
+
 class UnknownEventTypeError(DecodeError):
     """Raised when a stored event's type tag is not in this program's catalog."""
 

@@ -6,7 +6,9 @@ Tables (created on open, inside the store's schema):
   version)`` and ``event_id`` are unique. The payload is the codec's JSON bytes in a ``bytea``
   column: the bytes stay exactly as encoded (``jsonb`` would reorder keys and re-render numbers)
   and writing skips a server-side JSON parse; every read decodes through the codec anyway. Ad hoc
-  SQL can still look inside with ``convert_from(data, 'UTF8')::jsonb``.
+  SQL can still look inside with ``convert_from(data, 'UTF8')::jsonb``. ``checksum`` is
+  ``event_checksum`` of the row, checked on every read (NULL in rows written before it existed;
+  a table made before it gets the column on open).
 - ``agentledger_checkpoints`` and ``agentledger_checkpoint_rows``: persistent projections.
 
 Order: an append transaction takes a transaction-level advisory lock (one per schema) before it
@@ -38,6 +40,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from ._append_rule import Accepted, judge_in_order
+from ._checksum import event_checksum
 from ._codec import EventCodec, default_codec
 from ._envelope import RecordedEvent, StreamAppend
 from ._errors import (
@@ -54,7 +57,16 @@ from ._time import Clock, utc_now
 _Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 _Conn: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# Everything asyncpg raises: the server's errors, misuse of a connection, and the client's own
+# protocol failures (``InternalClientError``, e.g. "cannot switch to state ...; another
+# operation is in progress" on a connection whose backend was killed mid-query), which derive
+# from neither of the first two. Timeouts are ``TimeoutError``, an ``OSError``.
+_DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
 # Failures after which the transaction is certainly rolled back and running it again is safe.
 # A unique violation only gets past the locked pre-check if someone writes without the lock; the
 # next attempt's pre-check then names the offending event or stream precisely.
@@ -65,9 +77,12 @@ _RETRYABLE = (
 )
 _MAX_BATCH_EVENTS = 2000
 
-# (position, stream_id, version, event_id, type, schema_version, data); recorded_at is shared.
-_EventRow: TypeAlias = tuple[int, str, int, str, str, int, bytes]
-_EVENT_COLUMNS = "position, stream_id, version, event_id, type, schema_version, recorded_at, data"
+# (position, stream_id, version, event_id, type, schema_version, data, checksum); recorded_at
+# is shared by the whole batch.
+_EventRow: TypeAlias = tuple[int, str, int, str, str, int, bytes, int]
+_EVENT_COLUMNS = (
+    "position, stream_id, version, event_id, type, schema_version, recorded_at, data, checksum"
+)
 
 
 def _ident(name: str) -> str:
@@ -79,6 +94,31 @@ def _lock_key(schema: str, purpose: str) -> int:
     # different schemas from waiting on each other.
     digest = hashlib.blake2b(f"agentledger:{purpose}:{schema}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+@asynccontextmanager
+async def _connection(pool: _Pool, acquire_within: float) -> AsyncIterator[_Conn]:
+    """A pooled connection that is thrown away, not reused, after a failure that may have left
+    it in a bad state.
+
+    A server error (a constraint, a serialization failure) leaves a live connection in a known
+    state, and the pool rolls back what is open; anything else (the backend killed, a
+    timeout, the client's protocol state machine confused) may leave a half-read reply behind,
+    and the next operation on that connection would fail with "another operation is in
+    progress". Terminating it makes the pool open a fresh one.
+    """
+    async with pool.acquire(timeout=acquire_within) as conn:
+        try:
+            yield conn
+        except _DRIVER_ERRORS as exc:
+            _discard_if_broken(conn, exc)
+            raise
+
+
+def _discard_if_broken(conn: _Conn, exc: BaseException) -> None:
+    """Terminate ``conn`` unless ``exc`` is a server error on a connection still open."""
+    if not isinstance(exc, asyncpg.PostgresError) or conn.is_closed():
+        conn.terminate()
 
 
 def _driver_error(exc: BaseException, doing: str) -> StoreUnavailableError:
@@ -262,10 +302,13 @@ class PostgresEventStore(StoreBase):
         names = ("agentledger_events", "agentledger_checkpoints", "agentledger_checkpoint_rows")
         exists = (
             "SELECT bool_and(to_regclass(format('%I.%I', $1::text, t)) IS NOT NULL) "
+            "AND EXISTS (SELECT 1 FROM pg_attribute WHERE attname = 'checksum' "
+            "AND NOT attisdropped "
+            "AND attrelid = to_regclass(format('%I.agentledger_events', $1::text))) "
             "FROM unnest($2::text[]) AS t"
         )
         try:
-            async with pool.acquire() as conn:
+            async with _connection(pool, self._command_timeout) as conn:
                 # Checking first lets a role without CREATE rights open a store set up by others.
                 if await conn.fetchval(exists, self._schema, names):
                     return
@@ -289,9 +332,11 @@ class PostgresEventStore(StoreBase):
                 schema_version integer NOT NULL,
                 recorded_at timestamptz NOT NULL,
                 data bytea NOT NULL,
+                checksum bigint,
                 CONSTRAINT agentledger_events_event_id_key UNIQUE (event_id),
                 CONSTRAINT agentledger_events_stream_id_version_key UNIQUE (stream_id, version)
             );
+            ALTER TABLE {self._events} ADD COLUMN IF NOT EXISTS checksum bigint;
             CREATE TABLE IF NOT EXISTS {self._checkpoints} (
                 name text PRIMARY KEY,
                 position bigint NOT NULL
@@ -358,7 +403,7 @@ class PostgresEventStore(StoreBase):
         try:
             while not own.done:
                 try:
-                    async with pool.acquire(timeout=self._command_timeout) as conn:
+                    async with _connection(pool, self._command_timeout) as conn:
                         batch = self._take_batch()
                         # Shielded: the batch holds other callers' appends, whose outcome must
                         # not become unknown because this caller was cancelled.
@@ -392,9 +437,12 @@ class PostgresEventStore(StoreBase):
             outcomes = await self._commit_with_retries(conn, batch)
         except Exception as exc:
             for request in batch:
-                request.finish(_append_failure(exc, request))
+                failure = _append_failure(exc, request)
+                failure.__cause__ = exc  # as if raised ``from exc``: the driver's own words
+                request.finish(failure)
             if not isinstance(exc, _DRIVER_ERRORS):
                 raise  # a bug, not the database: let the leader's caller see it whole
+            _discard_if_broken(conn, exc)  # handled here, so ``_connection`` never sees it
             return
         for request, outcome in zip(batch, outcomes, strict=True):
             request.finish(outcome)
@@ -449,15 +497,17 @@ class PostgresEventStore(StoreBase):
                 await conn.execute(
                     f"""WITH inserted AS (
                             INSERT INTO {self._events} ({_EVENT_COLUMNS})
-                            SELECT p, s, v, e, t, sv, $7, d FROM unnest(
+                            SELECT p, s, v, e, t, sv, $7, d, c FROM unnest(
                                 $1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[],
-                                $6::int[], $8::bytea[]) AS r(p, s, v, e, t, sv, d))
+                                $6::int[], $8::bytea[], $11::bigint[])
+                                AS r(p, s, v, e, t, sv, d, c))
                         SELECT pg_notify($9, $10)""",
                     *columns[:6],
                     recorded_at,
                     columns[6],
                     self._channel,
                     str(head + len(rows)),
+                    columns[7],
                 )
         return outcomes
 
@@ -466,12 +516,15 @@ class PostgresEventStore(StoreBase):
     async def _fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
         async with self._operation() as pool:
             try:
-                return await pool.fetch(query, *args)
+                async with _connection(pool, self._command_timeout) as conn:
+                    return await conn.fetch(query, *args)
             except _DRIVER_ERRORS as exc:
                 raise _driver_error(exc, "cannot read from the PostgreSQL store") from exc
 
     def _decode(self, row: asyncpg.Record) -> RecordedEvent:
-        position, stream_id, version, event_id, event_type, schema_version, recorded_at, data = row
+        position, stream_id, version, event_id, event_type, schema_version, recorded_at, data = row[
+            :8
+        ]
         return RecordedEvent.stored(
             stream_id,
             version,
@@ -482,6 +535,7 @@ class PostgresEventStore(StoreBase):
             event_type,
             data,
             self._codec,
+            row[8],
         )
 
     async def read_stream(
@@ -527,7 +581,7 @@ class PostgresEventStore(StoreBase):
         async with self._operation() as pool:
             try:
                 async with (
-                    pool.acquire() as conn,
+                    _connection(pool, self._command_timeout) as conn,
                     conn.transaction(isolation="repeatable_read", readonly=True),
                 ):
                     position = await conn.fetchval(
@@ -553,7 +607,7 @@ class PostgresEventStore(StoreBase):
         deletes = [key for key, value in rows.items() if value is None]
         async with self._operation() as pool:
             try:
-                async with pool.acquire() as conn, conn.transaction():
+                async with _connection(pool, self._command_timeout) as conn, conn.transaction():
                     # Make sure the row exists, then lock it: two first saves cannot both pass.
                     await conn.execute(
                         f"INSERT INTO {self._checkpoints} (name, position) VALUES ($1, 0) "
@@ -636,6 +690,7 @@ def _record(
                     new.event.type,
                     schema_version,
                     data,
+                    event_checksum(append.stream_id, version, new.event.type, schema_version, data),
                 )
             )
     return recorded

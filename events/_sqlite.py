@@ -146,7 +146,7 @@ class SqliteEventStore(StoreBase):
             self._writer = await anyio.to_thread.run_sync(self._open_writer, limiter=self._limiter)
             self._reader = await self._open_side_connection(query_only=True)
             self._checkpointer = await self._open_side_connection(query_only=False)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             await self._close_connections()
             raise map_sqlite_error(exc) from exc
         except BaseException:
@@ -345,7 +345,7 @@ class SqliteEventStore(StoreBase):
         assert reader is not None
         try:
             return await reader.execute_fetchall(sql, parameters)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise map_sqlite_error(exc) from exc
         except ValueError as exc:  # aiosqlite: the connection was closed under us
             raise StoreClosedError("the SQLite store was closed during a read") from exc
@@ -357,7 +357,7 @@ class SqliteEventStore(StoreBase):
         # Events of one transaction share their recorded_at: convert it once per run of them.
         last_micros = -1
         recorded_at = from_micros(0)
-        for position, stream_id, version, event_id, event_type, schema, micros, data in rows:
+        for position, stream_id, version, event_id, event_type, schema, micros, data, sum_ in rows:
             if micros != last_micros:
                 recorded_at = from_micros(micros)
                 last_micros = micros
@@ -372,6 +372,7 @@ class SqliteEventStore(StoreBase):
                     event_type,
                     data,
                     codec,
+                    sum_,
                 )
             )
         return recorded
@@ -433,14 +434,14 @@ class SqliteEventStore(StoreBase):
                 reset,
                 limiter=self._limiter,
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise map_sqlite_error(exc) from exc
 
 
 def _batch_error(failure: BaseException) -> BaseException:
     """A fresh error for each caller of a failed batch (one instance raised in many tasks would
     pile up their tracebacks)."""
-    if isinstance(failure, sqlite3.Error):
+    if isinstance(failure, sqlite3.Error | OSError):
         return map_sqlite_error(failure)
     if isinstance(failure, StoreClosedError):
         return StoreClosedError(str(failure))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -16,6 +17,10 @@ SCHEMA_VERSION = 1
 # ``position`` is a plain INTEGER PRIMARY KEY (the rowid), not AUTOINCREMENT: the writer assigns
 # max + 1 inside its transaction, so a rolled-back transaction leaves no gap. ``recorded_at`` is
 # integer microseconds since the Unix epoch (UTC), which costs nothing to store and little to read.
+# ``checksum`` is ``event_checksum`` of the row, checked on every read; NULL in rows written
+# before it existed (accepted as they are). Files made before the column are given it on open
+# (``create_schema``); the schema version stays 1 because older programs still read and write
+# such a file correctly (their rows simply carry no checksum).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     position       INTEGER PRIMARY KEY,
@@ -26,6 +31,7 @@ CREATE TABLE IF NOT EXISTS events (
     schema_version INTEGER NOT NULL,
     recorded_at    INTEGER NOT NULL,
     data           BLOB    NOT NULL,
+    checksum       INTEGER,
     UNIQUE (stream_id, version)
 );
 CREATE TABLE IF NOT EXISTS projection_positions (
@@ -40,9 +46,11 @@ CREATE TABLE IF NOT EXISTS projection_rows (
 ) WITHOUT ROWID;
 """
 
-EVENT_COLUMNS = "position, stream_id, version, event_id, type, schema_version, recorded_at, data"
+EVENT_COLUMNS = (
+    "position, stream_id, version, event_id, type, schema_version, recorded_at, data, checksum"
+)
 
-INSERT_EVENTS = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_EVENTS = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 # The head position, then each stream's version; the correlated max() is one index seek per
 # stream, where a GROUP BY over the streams would walk every version of every stream.
@@ -112,6 +120,9 @@ def create_schema(conn: sqlite3.Connection) -> None:
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if "checksum" not in columns:  # a file made before checksums: its rows stay legacy
+            conn.execute("ALTER TABLE events ADD COLUMN checksum INTEGER")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -126,8 +137,13 @@ def rollback_quietly(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
-def map_sqlite_error(exc: sqlite3.Error) -> EventStoreError:
-    """Our typed error for a driver error; the caller raises it ``from exc``."""
+def map_sqlite_error(exc: sqlite3.Error | OSError) -> EventStoreError:
+    """Our typed error for a driver (or operating system) error; the caller raises it
+    ``from exc``."""
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENOSPC:
+            return StorageFullError(f"the SQLite database's disk is full: {exc}")
+        return StoreUnavailableError(f"SQLite failed: {type(exc).__name__}: {exc}")
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
     message = str(exc)

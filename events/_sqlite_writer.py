@@ -16,6 +16,7 @@ from os import PathLike
 import orjson
 
 from ._append_rule import Accepted, judge_in_order
+from ._checksum import event_checksum
 from ._codec import EventCodec
 from ._envelope import StreamAppend
 from ._errors import ConcurrencyError, EventStoreError, StoreClosedError
@@ -39,8 +40,8 @@ WAL_BACKSTOP_PAGES = 10_000
 
 # (event_id, type, schema_version, encoded event), made by the caller before it queues.
 PreparedEvent = tuple[str, str, int, bytes]
-# (position, stream_id, version, event_id, type, schema_version, recorded_at, data)
-EventRow = tuple[int, str, int, str, str, int, int, bytes]
+# (position, stream_id, version, event_id, type, schema_version, recorded_at, data, checksum)
+EventRow = tuple[int, str, int, str, str, int, int, bytes, int]
 
 
 class PendingAppend:
@@ -212,7 +213,17 @@ def _add_rows(
         stream_id = pending.appends[0].stream_id
         shift = first_versions[0] - position - 1
         rows += [
-            (at, stream_id, at + shift, event_id, event_type, schema_version, recorded_at, data)
+            (
+                at,
+                stream_id,
+                at + shift,
+                event_id,
+                event_type,
+                schema_version,
+                recorded_at,
+                data,
+                event_checksum(stream_id, at + shift, event_type, schema_version, data),
+            )
             for at, (event_id, event_type, schema_version, data) in enumerate(events, position + 1)
         ]
         return position + len(events)
@@ -232,6 +243,7 @@ def _add_rows(
                     schema_version,
                     recorded_at,
                     data,
+                    event_checksum(stream_id, version, event_type, schema_version, data),
                 )
             )
     return position + index

@@ -15,6 +15,7 @@ from ._critic_stats import (
     accept_rate,
     check_pass_rates,
 )
+from ._damage import ParkedStream, fold_around_damage, parked_runs
 from ._keys import KeyRecord, fold_key
 from ._memory_view import CompactionPlan, MemoryPolicy, memory_view, plan_compaction
 from ._messages import AssistantMessage, Message, SystemMessage, ToolResultMessage, UserMessage
@@ -76,6 +77,7 @@ __all__ = [
     "MemoryPolicy",
     "Message",
     "ModelCallState",
+    "ParkedStream",
     "Projection",
     "ProjectionError",
     "ProjectionRunner",
@@ -104,6 +106,7 @@ __all__ = [
     "day_stream",
     "evolve_run",
     "fold",
+    "fold_around_damage",
     "fold_key",
     "fold_ledger",
     "fold_rows",
@@ -112,6 +115,7 @@ __all__ = [
     "key_stream",
     "list_runs",
     "memory_view",
+    "parked_runs",
     "plan_compaction",
     "run_stream",
     "spend_by_day",

@@ -18,6 +18,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from agentledger.events import ConcurrencyError, EventStore, RecordedEvent
 
+from ._damage import PARKED_KEY_PREFIX, ParkedStream, fold_around_damage
 from ._projection import KeyedProjection, RowDecodeError, RowFolder, RunnerClosedError
 
 R = TypeVar("R")
@@ -49,6 +50,10 @@ class ProjectionRunner(Generic[R]):
     ``ConcurrencyError`` (another runner saved first) drops its unsaved state, reloads the saved
     one and folds on from there. Folding is deterministic, so the work it drops is the same as
     what the other runner saved.
+
+    Damage: an event that raises ``CorruptEventError`` is skipped and its stream noted in
+    ``parked`` (saved with the rows), so one damaged run does not stop the projection; see
+    ``_damage``. Other decode errors (an unknown type, a newer schema) still stop it.
     """
 
     def __init__(
@@ -72,6 +77,8 @@ class ProjectionRunner(Generic[R]):
         self._position = 0
         self._saved_position = 0
         self._dirty: set[str] = set()
+        self._parked: dict[str, ParkedStream] = {}
+        self._parked_dirty: set[str] = set()
         self._reset_pending = False
         self._open = False
         self._advanced: anyio.Event | None = None
@@ -112,6 +119,12 @@ class ProjectionRunner(Generic[R]):
     def rows(self) -> Mapping[str, R]:
         """The folded state, ``{key: row}``: a live read-only view, current as of ``position``."""
         return MappingProxyType(self._rows)
+
+    @property
+    def parked(self) -> Mapping[str, ParkedStream]:
+        """Streams with a damaged event the projection skipped, ``{stream_id: where and why}``
+        (the first damaged event of each), as of the events folded so far."""
+        return MappingProxyType(self._parked)
 
     async def catch_up(self, *, save: bool = True) -> int:
         """Fold every event up to the store's head and return how many events were folded.
@@ -183,6 +196,8 @@ class ProjectionRunner(Generic[R]):
             self._rows.clear()
             self._folded = self._position = 0
             self._dirty = set()
+            self._parked.clear()
+            self._parked_dirty = set()
             self._reset_pending = True
             self._notify()
             return await self._catch_up(save=True)
@@ -198,11 +213,18 @@ class ProjectionRunner(Generic[R]):
 
     async def _save(self) -> bool:
         self._flush()
-        if self._position == self._saved_position and not self._dirty and not self._reset_pending:
+        if (
+            self._position == self._saved_position
+            and not self._dirty
+            and not self._parked_dirty
+            and not self._reset_pending
+        ):
             return True
         encode = self.projection.encode_row
         rows = self._rows
         changes = {key: (encode(rows[key]) if key in rows else None) for key in self._dirty}
+        for stream_id in self._parked_dirty:
+            changes[PARKED_KEY_PREFIX + stream_id] = self._parked[stream_id].encode()
         expected = self._saved_position
         while True:
             try:
@@ -222,6 +244,7 @@ class ProjectionRunner(Generic[R]):
             expected = (await self.store.load_checkpoint(self.name)).position
         self._saved_position = self._position
         self._dirty.clear()
+        self._parked_dirty.clear()
         self._reset_pending = False
         self._notify()
         return True
@@ -322,8 +345,28 @@ class ProjectionRunner(Generic[R]):
             page = [recorded for recorded in page if recorded.position > self._folded]
             if not page:
                 return
-        self._folder.fold(page)
-        self._folded = page[-1].position
+        last = page[-1].position
+        # A row whose checksum fails is parked even if this projection would skip its type:
+        # the type itself may be what was damaged, and listings should name every parked run.
+        damaged = [recorded for recorded in page if recorded.damage is not None]
+        if damaged:
+            for recorded in damaged:
+                self._park(
+                    ParkedStream(
+                        recorded.stream_id,
+                        recorded.version,
+                        recorded.position,
+                        recorded.damage or "",
+                    )
+                )
+            page = [recorded for recorded in page if recorded.damage is None]
+        fold_around_damage(self._folder.fold, page, self._park)
+        self._folded = last
+
+    def _park(self, where: ParkedStream) -> None:
+        if where.stream_id not in self._parked:  # the first damaged event of a stream stands
+            self._parked[where.stream_id] = where
+            self._parked_dirty.add(where.stream_id)
 
     def _flush(self) -> None:
         # Touched rows stay thawed across pages and are frozen here, once per save_every
@@ -337,9 +380,13 @@ class ProjectionRunner(Generic[R]):
         checkpoint = await self.store.load_checkpoint(self.name)
         decode = self.projection.decode_row
         rows: dict[str, R] = {}
+        parked: dict[str, ParkedStream] = {}
         for key, data in checkpoint.rows.items():
             try:
-                rows[key] = decode(data)
+                if key.startswith(PARKED_KEY_PREFIX):
+                    parked[key.removeprefix(PARKED_KEY_PREFIX)] = ParkedStream.decode(data)
+                else:
+                    rows[key] = decode(data)
             except Exception as exc:
                 raise RowDecodeError(self.name, key, f"{type(exc).__name__}: {exc}") from exc
         # The same dict object, so views handed out by ``rows`` stay live.
@@ -348,6 +395,8 @@ class ProjectionRunner(Generic[R]):
         self._rows.update(rows)
         self._folded = self._position = self._saved_position = checkpoint.position
         self._dirty = set()
+        self._parked = parked
+        self._parked_dirty = set()
         self._reset_pending = False
         self._notify()
 

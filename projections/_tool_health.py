@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -30,8 +31,15 @@ from typing import Literal
 import anyio
 import orjson
 
-from agentledger.events import EventStore, RecordedEvent, ToolCallSucceeded, ToolTierFailed
+from agentledger.events import (
+    CorruptEventError,
+    EventStore,
+    RecordedEvent,
+    ToolCallSucceeded,
+    ToolTierFailed,
+)
 
+from ._damage import PARKED_KEY_PREFIX
 from ._streams import is_run_stream
 
 _TIER_EVENTS = frozenset({"tool_call_succeeded", "tool_tier_failed"})
@@ -310,7 +318,10 @@ class ToolHealthView:
         for event in events:
             if event.position > self._position:
                 if event.type in _TIER_EVENTS:
-                    self._state = self._projection.evolve(self._state, event)
+                    # One damaged outcome must not freeze every tool's breaker: it is skipped,
+                    # and the run it belongs to is parked when it is read (see ``_damage``).
+                    with suppress(CorruptEventError):
+                        self._state = self._projection.evolve(self._state, event)
                 self._position = event.position
 
     async def _catch_up(self) -> None:
@@ -318,7 +329,11 @@ class ToolHealthView:
             saved = await self._store.load_checkpoint(self._checkpoint)
             rows = ToolHealthRows()
             self._state = ToolHealth.from_rows(
-                {key: rows.decode_row(data) for key, data in saved.rows.items()}
+                {
+                    key: rows.decode_row(data)
+                    for key, data in saved.rows.items()
+                    if not key.startswith(PARKED_KEY_PREFIX)  # the runner's note of damage
+                }
             )
             self._position = saved.position
             self._loaded = True

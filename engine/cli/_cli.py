@@ -1,4 +1,10 @@
-"""``agentledger``: the command line. Run the demo, list runs, show a run, follow the log."""
+"""``agentledger``: the command line. Run the demo, list runs, show a run, follow the log.
+
+Every value from the log is printed with its control characters escaped (``_escape``); ``tail``
+stays exact JSON. A damaged event (``CorruptEventError``) does not stop a listing: its run is
+shown as ``parked`` with the reason. Errors are one line on stderr and exit status 1, never a
+traceback.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +16,41 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import anyio
+import orjson
 
 from agentledger.engine._engine import Engine
+from agentledger.engine._errors import EngineError
 from agentledger.engine._sink import event_line
-from agentledger.events import EventStore, RecordedEvent, SqliteEventStore
+from agentledger.events import (
+    CorruptEventError,
+    EventStore,
+    EventStoreError,
+    RecordedEvent,
+    SqliteEventStore,
+)
 from agentledger.projections import (
     CriticStatsRows,
+    ParkedStream,
+    ProjectionError,
     ProjectionRunner,
     RunIndex,
+    RunSummary,
     SpendIndex,
     accept_rate,
     check_pass_rates,
     list_runs,
+    parked_runs,
+    run_stream,
     spend_by_day,
 )
+
+from ._escape import safe_json, safe_text
 
 DEFAULT_DB = "agentledger.db"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(c) for c in row] for row in rows]
+    cells = [[safe_text(c) for c in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     rule = "  ".join("-" * w for w in widths)
@@ -81,39 +102,83 @@ def _summary(recorded: RecordedEvent) -> str:
     return ""
 
 
+def _timeline_row(recorded: RecordedEvent) -> tuple[object, ...]:
+    try:
+        event = recorded.event
+    except CorruptEventError as exc:
+        return (recorded.version, "?", "(corrupt)", exc.reason)
+    return (recorded.version, event.at.strftime("%H:%M:%S.%f")[:-3], event.type, _summary(recorded))
+
+
 def _timeline(events: Sequence[RecordedEvent]) -> str:
-    rows = [
-        (e.version, e.event.at.strftime("%H:%M:%S.%f")[:-3], e.event.type, _summary(e))
-        for e in events
-    ]
-    return _table(["#", "time", "event", "detail"], rows)
+    return _table(["#", "time", "event", "detail"], [_timeline_row(e) for e in events])
 
 
 def _row(recorded: RecordedEvent) -> str:
     """One event as a fixed-width line, for output that grows while a person watches."""
     time = recorded.event.at.strftime("%H:%M:%S.%f")[:-3]
-    return f"{recorded.version:>3}  {time}  {recorded.event.type:<24} {_summary(recorded)}".rstrip()
+    line = f"{recorded.version:>3}  {time}  {recorded.event.type:<24} {_summary(recorded)}"
+    return safe_text(line.rstrip())
+
+
+def _run_cells(row: RunSummary, parked: ParkedStream | None) -> tuple[object, ...]:
+    return (
+        row.run_id,
+        row.agent,
+        row.user_id,
+        "parked" if parked is not None else row.status,
+        row.turns,
+        row.cost_usd,
+        f"{row.started_at:%Y-%m-%d %H:%M:%S}",
+    )
+
+
+async def _damage_in(store: EventStore, run_id: str) -> ParkedStream | None:
+    """The first damaged event of a run's stream, if any (reads and decodes the whole run)."""
+    for recorded in await store.read_stream(run_stream(run_id)):
+        try:
+            recorded.event  # noqa: B018 - decoding is the check
+        except CorruptEventError as exc:
+            return ParkedStream.of(exc)
+    return None
 
 
 async def _runs_table(store: EventStore, user: str | None, status: str | None, limit: int) -> str:
+    """The runs table, newest first; parked runs show as ``parked`` and get a line each below
+    it saying why (a run whose very start is damaged has no other columns to show).
+
+    The run index names the runs whose damage it met while folding; a row damaged after it
+    was folded is found by reading the stream of each run considered for the listing (with a
+    ``--status`` filter, every run until ``limit`` match), so what is shown is checked against
+    the log as it is now.
+    """
     async with ProjectionRunner(store, RunIndex()) as runner:
         await runner.catch_up()
-        rows = list_runs(runner.rows, user_id=user, status=status, limit=limit, newest_first=True)  # type: ignore[arg-type]
-    return _table(
-        ["run", "agent", "user", "status", "turns", "cost (USD)", "started"],
-        [
-            (
-                r.run_id,
-                r.agent,
-                r.user_id,
-                r.status,
-                r.turns,
-                r.cost_usd,
-                f"{r.started_at:%Y-%m-%d %H:%M:%S}",
-            )
-            for r in rows
-        ],
-    )
+        parked = parked_runs(runner.parked)
+        rows = list_runs(runner.rows, user_id=user, limit=None, newest_first=True)
+    cells: list[tuple[object, ...]] = []
+    for row in rows:
+        if len(cells) >= limit:
+            break
+        if row.run_id not in parked:
+            damage = await _damage_in(store, row.run_id)
+            if damage is not None:
+                parked[row.run_id] = damage
+        cell = _run_cells(row, parked.get(row.run_id))
+        if status is None or cell[3] == status:
+            cells.append(cell)
+    if user is None and status in (None, "parked"):
+        known = {row.run_id for row in rows}
+        unlisted = sorted(parked.keys() - known)
+        cells += [(run_id, "?", "?", "parked", "?", "?", "?") for run_id in unlisted]
+    cells = cells[: max(limit, 0)]
+    table = _table(["run", "agent", "user", "status", "turns", "cost (USD)", "started"], cells)
+    notes = [
+        f"parked {safe_text(run_id)}: {safe_text(parked[str(run_id)].describe())}"
+        for run_id, *_ in cells
+        if str(run_id) in parked
+    ]
+    return "\n".join([table, *(["", *notes] if notes else [])])
 
 
 async def _demo(db: Path) -> int:
@@ -142,11 +207,17 @@ async def _demo(db: Path) -> int:
 
 async def _show(db: Path, run_id: str) -> int:
     async with SqliteEventStore(db) as store:
-        events = await store.read_stream(f"run-{run_id}")
+        events = await store.read_stream(run_stream(run_id))
     if not events:
-        print(f"agentledger: no run {run_id!r} in {db}", file=sys.stderr)
+        print(safe_text(f"agentledger: no run {run_id!r} in {db}"), file=sys.stderr)
         return 1
     print(_timeline(events))
+    for recorded in events:
+        try:
+            recorded.event  # noqa: B018 - decoding is the check
+        except CorruptEventError as exc:
+            print(f"\nparked {safe_text(run_id)}: {safe_text(ParkedStream.of(exc).describe())}")
+            break
     return 0
 
 
@@ -185,17 +256,40 @@ async def _critic(db: Path, agent: str) -> int:
     return 0
 
 
+def _tail_line(recorded: RecordedEvent) -> bytes:
+    """The event's JSON line; for a damaged event, its envelope and ``corrupt`` (the reason)
+    instead of ``event``, and a one-line note on stderr."""
+    try:
+        return safe_json(event_line(recorded))
+    except CorruptEventError as exc:
+        print(safe_text(f"agentledger: {ParkedStream.of(exc).describe()}"), file=sys.stderr)
+        return safe_json(
+            orjson.dumps(
+                {
+                    "stream_id": recorded.stream_id,
+                    "version": recorded.version,
+                    "position": recorded.position,
+                    "event_id": recorded.event_id,
+                    "recorded_at": recorded.recorded_at,
+                    "schema_version": recorded.schema_version,
+                    "corrupt": exc.reason,
+                }
+            )
+            + b"\n"
+        )
+
+
 async def _tail(db: Path, after: int, follow: bool) -> int:
     async with SqliteEventStore(db) as store:
         if not follow:
             position = after
             while batch := await store.read_all(after=position, limit=1000):
                 for recorded in batch:
-                    sys.stdout.buffer.write(event_line(recorded))
+                    sys.stdout.buffer.write(_tail_line(recorded))
                 position = batch[-1].position
             return 0
         async for recorded in store.subscribe(after=after):
-            sys.stdout.buffer.write(event_line(recorded))
+            sys.stdout.buffer.write(_tail_line(recorded))
             sys.stdout.buffer.flush()
     return 0
 
@@ -220,7 +314,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("demo", help="run the demo agent (scripted model, no network)")
     runs = commands.add_parser("runs", help="list runs, newest first")
     runs.add_argument("--user", help="only this user's runs")
-    runs.add_argument("--status", help="only runs with this status (e.g. completed, paused)")
+    runs.add_argument(
+        "--status", help="only runs with this status (e.g. completed, paused, parked)"
+    )
     runs.add_argument("--limit", type=int, default=20, help="at most this many (default: 20)")
     show = commands.add_parser("show", help="show one run's events as a timeline")
     show.add_argument("run_id", help="the run id")
@@ -254,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return anyio.run(_tail, db, options.after, options.follow)
     except KeyboardInterrupt:
         return 130
+    except (EventStoreError, EngineError, ProjectionError, OSError) as exc:
+        # What a user can act on (a damaged or locked database, a bad path) is one line.
+        print(safe_text(f"agentledger: error: {exc}"), file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # The reader went away (``agentledger tail | head``): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -90,13 +90,20 @@ class HttpModel:
             raise ModelTimeoutError(
                 self._model, f"no answer within {self._timeout:g}s ({_describe(exc)})"
             ) from exc
-        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
-            # The request could not even be formed (bad base URL, bad header): a retry sends the
-            # same broken request.
+        except (
+            httpx.UnsupportedProtocol,
+            httpx.LocalProtocolError,
+            httpx.InvalidURL,
+            UnicodeEncodeError,
+        ) as exc:
+            # The request could not even be formed (bad base URL, a header that is not ASCII
+            # such as a pasted key with a typographic quote): a retry sends the same request.
+            # ``InvalidURL`` and ``UnicodeEncodeError`` are not ``httpx.HTTPError``s.
             raise ModelRequestError(self._model, _describe(exc)) from exc
         except httpx.TransportError as exc:
             raise ModelConnectionError(self._model, _describe(exc)) from exc
-        except httpx.RequestError as exc:  # undecodable content-encoding, redirect loops
+        except (httpx.HTTPError, httpx.StreamError, httpx.CookieConflict) as exc:
+            # Undecodable content-encoding, redirect loops, and whatever else httpx raises.
             raise ModelResponseError(self._model, _describe(exc)) from exc
         if not response.is_success:
             raise error_for_status(self._model, response)

@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Self, TypeVar
+from datetime import date, datetime
+from decimal import Decimal
+from functools import cache
+from types import NoneType
+from typing import Annotated, Any, Literal, Self, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -172,20 +176,48 @@ class Redactor:
 
     def _redact_model(self, model: _Model) -> _Model:
         updates: dict[str, Any] = {}
-        for name in type(model).model_fields:
-            if name in _NOT_WALKED:
-                continue
+        for name in _walked_fields(type(model)):
             value = getattr(model, name)
-            if isinstance(value, str | dict | list | tuple | BaseModel):
-                new = self.redact_value(value)
-                if new is not value:
-                    updates[name] = new
+            new = self.redact_value(value)
+            if new is not value:
+                updates[name] = new
         return model.model_copy(update=updates) if updates else model
 
     def __repr__(self) -> str:
         if not self.enabled:
             return "Redactor.off()"
         return f"Redactor(kinds={self.kinds!r}, patterns={self.pattern_names!r})"
+
+
+@cache
+def _walked_fields(cls: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of ``cls`` that may hold text (looked up once per class: most events have
+    few, and a turn's start none)."""
+    return tuple(
+        name
+        for name, info in cls.model_fields.items()
+        if name not in _NOT_WALKED and _holds_text(info.annotation)
+    )
+
+
+_SCALARS = (int, float, bool, NoneType, datetime, date, Decimal)
+
+
+def _holds_text(annotation: Any) -> bool:
+    """Whether a value of this type may hold a string that is content (not a ``Literal`` tag);
+    a type it cannot tell (a recursive alias such as ``JsonValue``) is walked."""
+    if annotation is str:
+        return True
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return False
+    if origin is Annotated:
+        return _holds_text(get_args(annotation)[0])
+    if origin is not None:  # a union, tuple, list or dict: any of its parts
+        return any(_holds_text(a) for a in get_args(annotation) if a is not Ellipsis)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return bool(_walked_fields(annotation))
+    return annotation not in _SCALARS
 
 
 def _named(pattern: Pattern | tuple[str, Pattern]) -> tuple[str, Pattern]:

@@ -53,7 +53,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         r"(?:[\s\S]*?-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\:-]*)",
         ("-----BEGIN",),
     ),
-    # Before the OpenAI pattern, which would match these too.
+    # Anthropic's keys also start with "sk-": the OpenAI pattern leaves "sk-ant-" to this one.
     Detector(
         "anthropic_key",
         r"sk-ant-(?<![A-Za-z0-9_-]sk-ant-)[A-Za-z0-9_-]{20,}",
@@ -64,7 +64,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
     # with a chance of about 1 in 30 million).
     Detector(
         "openai_key",
-        r"sk-(?<![A-Za-z0-9_-]sk-)(?=[a-z_-]*[0-9A-Z])[A-Za-z0-9_-]{20,}",
+        r"sk-(?<![A-Za-z0-9_-]sk-)(?!ant-)(?=[a-z_-]*[0-9A-Z])[A-Za-z0-9_-]{20,}",
         ("sk-",),
     ),
     Detector(

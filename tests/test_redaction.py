@@ -343,3 +343,15 @@ def test_no_canary_reaches_the_file_the_wal_the_sink_the_cli_or_an_error(tmp_pat
     off = figure.measure(tmp_path / "off", runs=1, seed=8, redact=False)
     assert off["canaries_found"] > 0
     assert off["found_by_place"]["open runs.db-wal"] > 0
+
+
+# -- the README's example ------------------------------------------------------------------------
+
+
+def test_the_readme_secrets_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Secrets", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    exec(compile(block, "README.md", "exec"), {"__name__": "readme_secrets_example"})
+    printed = capsys.readouterr().out
+    assert printed == "key [REDACTED:openai_key] for [REDACTED:employee_id]\n"

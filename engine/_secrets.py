@@ -137,13 +137,13 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         ("://",),
     ),
 )
-"""Every built-in detector, in the order they are tried at one position."""
+"""Every built-in detector, in the order they run (each over what the ones before left)."""
 
 BUILTIN_KINDS: tuple[str, ...] = tuple(dict.fromkeys(d.kind for d in BUILTIN_DETECTORS))
 """The kinds of secret the built-in detectors find (the names ``allow`` takes)."""
 
-_SHORTEST = 12
-"""No built-in detector matches a text shorter than this (``a://b:cd@e`` is 10, with slack)."""
+_SHORTEST = 6
+"""No built-in detector matches a text shorter than this (the shortest is ``://:p@``)."""
 
 
 class SecretDetectors:

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from agentledger.engine import (
@@ -156,6 +158,25 @@ def test_redacting_twice_changes_nothing() -> None:
     assert once != text
     assert redactor.redact(once) is once
     assert "EMP-123456" not in once and "[REDACTED:employee_id]" in once
+
+
+_PIECES = [f[1] for f in FOUND] + [s[1] for s in SPARED] + [f[2] for f in FOUND]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(_PIECES),
+            st.sampled_from(["", " ", "\n", '"', "'", ":", "@", "/", "=", "\\n", "sk-", "://"]),
+            st.text(max_size=8),
+        ),
+        max_size=12,
+    )
+)
+def test_redaction_is_idempotent_on_any_mix_of_secrets_and_text(pieces: list[str]) -> None:
+    redactor = Redactor()
+    once = redactor.redact("".join(pieces))
+    assert redactor.redact(once) == once
 
 
 def test_the_callers_patterns_named_or_not_compiled_or_not() -> None:

@@ -24,6 +24,7 @@ from agentledger.engine import (
     Engine,
     ModelRequest,
     ModelRequestError,
+    ModelServerError,
     OpenAIChatModel,
     Redactor,
     ToolContext,
@@ -376,3 +377,18 @@ def test_the_readme_secrets_example_runs_as_written(capsys: pytest.CaptureFixtur
     exec(compile(block, "README.md", "exec"), {"__name__": "readme_secrets_example"})
     printed = capsys.readouterr().out
     assert printed == "key [REDACTED:openai_key] for [REDACTED:employee_id]\n"
+
+
+async def test_a_key_in_a_body_that_is_not_json_is_redacted_before_the_body_is_cut() -> None:
+    key = "sk-proj-" + "Ab3dEfGh1jKlMnOpQrStUvWx" * 4
+    # The key straddles the 300th character, where the snippet in the message is cut.
+    body = ("x" * 280 + f" {key} trailing").encode()
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda request: httpx.Response(502, content=body))
+    )
+    async with OpenAIChatModel("gpt-4o-mini", api_key="sk-test", client=client) as model:
+        with pytest.raises(ModelServerError) as caught:
+            await model.complete(ModelRequest(messages=[]))
+    message = str(caught.value)
+    assert " [REDACTED:" in message  # the marker may be cut, not the key
+    assert "Ab3dEfGh" not in message

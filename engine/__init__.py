@@ -38,6 +38,7 @@ from agentledger.engine.policies._checks import (
     UserCheck,
 )
 from agentledger.engine.policies._critic import Critic
+from agentledger.engine.policies._redaction import Redactor
 from agentledger.engine.policies._sizes import SizePolicy
 from agentledger.engine.tools._tool_keys import canonical_arguments, idempotency_key
 from agentledger.engine.tools._tool_validation import RejectedCall, ValidCall, validate_call
@@ -109,6 +110,7 @@ __all__ = [
     "Price",
     "RandomIds",
     "Reconciled",
+    "Redactor",
     "RejectedCall",
     "ReplayReport",
     "RequiredKeywords",

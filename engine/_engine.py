@@ -40,9 +40,12 @@ from .loop._perform_run import in_flight_until, run_resumed, run_started
 from .loop._ports import Clock, IdSource, OpenGate, Ports, RandomIds, SystemClock
 from .loop._recorder import EventFilter, Recorder
 from .policies._budget import Budgets
+from .policies._redaction import Redactor
 from .policies._sizes import SizePolicy
 
 _PORTS_KEPT = 256
+
+_DEFAULT_REDACTION = Redactor()
 
 Sink = Callable[[RecordedEvent], None]
 """Called with every event the engine appends, after it commits (e.g. ``JsonLinesSink``)."""
@@ -107,6 +110,14 @@ class Engine:
     other processes recorded (this engine's own outcomes count at once). ``sizes`` bounds what
     one event may carry (model text, tool results, error texts, a task); the defaults keep every
     event under 1 MiB.
+
+    ``redaction`` (on by default: ``Redactor()``, every built-in detector) replaces secrets (API
+    keys, ``Authorization`` tokens, passwords in URLs, private keys, the caller's patterns) by
+    ``[REDACTED:<kind>]`` in every event before it is folded and written, so no secret reaches
+    the store, the sink, the ledgers or the CLI. The state is folded from what was written: the
+    model sees the marker on later turns (the task too, from the first request), a tool gets the
+    marker where the model wrote a secret, and replay reproduces exactly that. ``None`` or
+    ``Redactor.off()`` records texts as they are.
     """
 
     def __init__(
@@ -120,6 +131,7 @@ class Engine:
         budgets: Budgets | None = None,
         health_refresh: float = 1.0,
         sizes: SizePolicy | None = None,
+        redaction: Redactor | None = _DEFAULT_REDACTION,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or SystemClock()
@@ -132,7 +144,8 @@ class Engine:
         day_folds, key_folds = ledger_folds(store)
         self._ledgers = LiveLedgers(day_folds)
         self._keys = LiveKeys(key_folds)
-        self._admit: EventFilter | None = self.sizes.event_filter()
+        self.redaction = redaction if redaction is not None else Redactor.off()
+        self._admit: EventFilter | None = _admit(self.redaction, self.sizes)
         """What every event passes through before it is folded and written."""
         self._active: dict[str, _Active] = {}
         self._agent_ports: dict[int, tuple[Agent, Ports]] = {}
@@ -461,3 +474,14 @@ class Engine:
 
 def _parked(run_id: str, error: CorruptEventError) -> RunParkedError:
     return RunParkedError(run_id, error.stream_id, error.version, error.position, error.reason)
+
+
+def _admit(redaction: Redactor, sizes: SizePolicy) -> EventFilter:
+    """Redaction, then the size limits: a secret is found whole, before a cut could leave a
+    piece of it too short to recognise, and the limits hold for what is written (a marker may be
+    longer than the secret it replaces)."""
+    limit = sizes.event_filter()
+    redact = redaction.event_filter()
+    if redact is None:
+        return limit
+    return lambda event: limit(redact(event))

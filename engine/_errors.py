@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ._secrets import redact_secrets
+
 
 class EngineError(Exception):
     """Raised for any engine failure that reaches the caller (the root of this tree)."""
@@ -66,14 +68,19 @@ class AgentConfigError(EngineError, ValueError):
 
 
 class ModelError(EngineError):
-    """Raised when a model call fails; ``retryable`` says whether trying again may help."""
+    """Raised when a model call fails; ``retryable`` says whether trying again may help.
+
+    Its message often quotes the provider's reply (a 401's body may echo the API key), so the
+    built-in secret detectors run over it here, for every client, whatever the engine's
+    ``redaction``: a credential in an error message is never of use to the reader.
+    """
 
     retryable: bool = False
 
     def __init__(self, model: str, message: str, *, status_code: int | None = None) -> None:
         self.model = model
         self.status_code = status_code
-        super().__init__(f"{model}: {message}")
+        super().__init__(redact_secrets(f"{model}: {message}"))
 
 
 class ModelRateLimitedError(ModelError):

@@ -113,7 +113,7 @@ def test_packages_import_without_asyncpg() -> None:
 # -- engine/: floors by role, and no cycles anywhere --------------------------------------------
 
 ENGINE_FLOORS = [
-    ["_errors", "_inputs"],
+    ["_errors", "_inputs", "_secrets"],
     ["models"],
     ["tools"],
     ["policies"],

@@ -118,10 +118,8 @@ class Recorder:
         state = self.state
         staged: list[NewEvent] = []
         answers = claims = False
-        admit = self._admit
-        for event in events:
-            if admit is not None:
-                event = admit(event)
+        admitted = self._admitted(events)
+        for event in admitted:
             state = evolve_run(state, event, state.version + 1)
             staged.append(NewEvent(event, self._ids.new_id()))
             if event.type in _ANSWERS:
@@ -129,7 +127,7 @@ class Recorder:
             elif _claims(event):
                 claims = True
         self.state = state
-        self._staged.append(_Staged(staged, others, state))
+        self._staged.append(_Staged(staged, self._admit_others(others, events, admitted), state))
         if answers:
             self._before_io = self._before_tools = len(self._staged)
         elif claims:
@@ -169,12 +167,11 @@ class Recorder:
         new = [event for staged in written for event in staged.events]
         appends = [append for staged in written for append in staged.others]
         state = written[-1].state if written else self._committed_state
-        admit = self._admit
-        for event in events:
-            if admit is not None:
-                event = admit(event)
+        admitted = self._admitted(events)
+        for event in admitted:
             state = evolve_run(state, event, state.version + 1)
             new.append(NewEvent(event, self._ids.new_id()))
+        others = self._admit_others(others, events, admitted)
         run = StreamAppend(self.stream, new, expected_version=self.committed)
         self._in_flight = new[0].event_id
         try:
@@ -199,6 +196,33 @@ class Recorder:
         if not self._staged:
             self.state = state
         self._publish(recorded)
+
+    def _admitted(self, events: Sequence[Event]) -> Sequence[Event]:
+        """``events`` through the filter."""
+        admit = self._admit
+        return events if admit is None else [admit(event) for event in events]
+
+    def _admit_others(
+        self, others: Sequence[StreamAppend], events: Sequence[Event], admitted: Sequence[Event]
+    ) -> tuple[StreamAppend, ...]:
+        """The appends to other streams (a key's ledger holds a call's arguments and result)
+        with their events through the filter too: the very event of the run's stream when it
+        is one of ``events``, so a ledger and the run never disagree."""
+        admit = self._admit
+        if admit is None or not others:
+            return tuple(others)
+        known = {id(event): done for event, done in zip(events, admitted, strict=True)}
+        return tuple(
+            StreamAppend(
+                append.stream_id,
+                [
+                    NewEvent(known.get(id(new.event)) or admit(new.event), new.event_id)
+                    for new in append.events
+                ],
+                append.expected_version,
+            )
+            for append in others
+        )
 
     async def settle(self) -> None:
         """After a write was cut off (cancelled), learn whether it committed; if it did, the

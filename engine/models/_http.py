@@ -27,6 +27,7 @@ from agentledger.engine._errors import (
     ModelServerError,
     ModelTimeoutError,
 )
+from agentledger.engine._secrets import redact_secrets
 
 _SNIPPET_CHARS = 300
 
@@ -165,7 +166,7 @@ def provider_error_message(response: httpx.Response) -> str:
         for key in ("message", "detail"):
             if isinstance(body.get(key), str):
                 return str(body[key])
-    snippet = response.text[:_SNIPPET_CHARS].strip()
+    snippet = _snippet(response).strip()
     return snippet or response.reason_phrase or "no body"
 
 
@@ -213,6 +214,12 @@ def _http_date(value: str | None) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _snippet(response: httpx.Response) -> str:
+    """The start of a body, for an error's message. Redacted before it is cut: a key cut in
+    half would no longer be recognised (``ModelError`` redacts its whole message again)."""
+    return redact_secrets(response.text)[:_SNIPPET_CHARS]
+
+
 def _describe(exc: Exception) -> str:
     detail = str(exc)
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
@@ -222,7 +229,7 @@ def _summarise(exc: ValidationError, response: httpx.Response) -> str:
     errors = exc.errors(include_url=False)
     first = errors[0]
     if first["type"] == "json_invalid":
-        return f"body is not JSON: {response.text[:_SNIPPET_CHARS]!r}"
+        return f"body is not JSON: {_snippet(response)!r}"
     where = ".".join(str(part) for part in first["loc"]) or "body"
     summary = f"{where}: {first['msg']}"
     if len(errors) > 1:

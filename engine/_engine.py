@@ -30,7 +30,7 @@ from agentledger.projections._tool_health import ToolHealthView
 from agentledger.replay import Replayer, ReplayReport
 
 from ._agent import Agent
-from ._errors import EngineError, RunActiveError, RunBusyError, RunExistsError
+from ._errors import EngineError, InvalidInputError, RunActiveError, RunBusyError, RunExistsError
 from ._inputs import check_id, check_text
 from ._replaying import ReplayDriver
 from .loop._driver import cancel_run, drive
@@ -38,10 +38,14 @@ from .loop._live import LiveHealth, LiveKeys, LiveLedgers, LiveModels, LiveTools
 from .loop._perform_run import in_flight_until, run_resumed, run_started
 from .loop._ports import Clock, IdSource, OpenGate, Ports, RandomIds, SystemClock
 from .loop._recorder import EventFilter, Recorder
+from .loop._tool_tasks import ToolTasks
+from .loop._watchdog import watch_loop
 from .policies._budget import Budgets
 from .policies._sizes import SizePolicy
 
 _PORTS_KEPT = 256
+_TOOL_CLOSE_GRACE = 2.0
+"""Seconds a closing engine waits for tool calls that ignore their cancellation."""
 
 Sink = Callable[[RecordedEvent], None]
 """Called with every event the engine appends, after it commits (e.g. ``JsonLinesSink``)."""
@@ -106,6 +110,11 @@ class Engine:
     other processes recorded (this engine's own outcomes count at once). ``sizes`` bounds what
     one event may carry (model text, tool results, error texts, a task); the defaults keep every
     event under 1 MiB.
+
+    ``loop_block_warning``: while the engine is open, a watchdog logs a warning (logger
+    ``agentledger.engine.loop``) whenever the event loop was held this many seconds or more,
+    naming the tool calls running then (``None``: no watchdog). Blocking code belongs in a
+    tool with ``isolation="thread"`` or ``"process"``.
     """
 
     def __init__(
@@ -119,7 +128,15 @@ class Engine:
         budgets: Budgets | None = None,
         health_refresh: float = 1.0,
         sizes: SizePolicy | None = None,
+        loop_block_warning: float | None = 0.5,
     ) -> None:
+        if loop_block_warning is not None and not (
+            isinstance(loop_block_warning, int | float) and 0 < loop_block_warning < math.inf
+        ):
+            raise InvalidInputError(
+                f"loop_block_warning must be a positive number of seconds or None, "
+                f"not {loop_block_warning!r}"
+            )
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.ids: IdSource = ids or RandomIds()
@@ -137,9 +154,15 @@ class Engine:
         self._agent_ports: dict[int, tuple[Agent, Ports]] = {}
         self._listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent]]] = defaultdict(list)
         self._task_group: TaskGroup | None = None
+        self._tool_tasks = ToolTasks()
+        self._loop_block_warning = loop_block_warning
 
     async def __aenter__(self) -> Self:
         self._task_group = await anyio.create_task_group().__aenter__()
+        if self._loop_block_warning is not None:
+            self._task_group.start_soon(
+                watch_loop, self._loop_block_warning, self._tool_tasks.running_between
+            )
         return self
 
     async def __aexit__(
@@ -154,6 +177,9 @@ class Engine:
         self._task_group.cancel_scope.cancel()
         task_group, self._task_group = self._task_group, None
         await task_group.__aexit__(None, None, None)
+        # Tool calls abandoned at their deadline (they ignore cancellation) are not in the
+        # task group, which would have waited for them: they get a bounded wait here.
+        await self._tool_tasks.aclose(_TOOL_CLOSE_GRACE)
 
     def register(self, agent: Agent) -> None:
         """Make ``agent`` resumable by its name in this engine."""
@@ -403,7 +429,9 @@ class Engine:
             clock=self.clock,
             ids=self.ids,
             models=LiveModels(models, self.clock, agent.model_timeout, agent.price_of, self.sizes),
-            tools=LiveTools(agent.tools_by_name, self.clock, agent.tool_timeout),
+            tools=LiveTools(
+                agent.tools_by_name, self.clock, agent.tool_timeout, self.sizes, self._tool_tasks
+            ),
             health=LiveHealth(self._health, self._spawn),
             ledgers=self._ledgers,
             keys=self._keys,

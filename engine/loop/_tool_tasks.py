@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -45,6 +45,7 @@ class ToolTaskCancelledError(Exception):
 class _Call:
     label: str
     started: float
+    waiter: asyncio.Future[bool] | None = None
     ended: float | None = None
     abandoned_at: float | None = None
 
@@ -60,7 +61,9 @@ class ToolTasks:
         """How many tool calls are running, abandoned ones included."""
         return len(self._running)
 
-    async def call(self, work: Callable[[], Awaitable[T]], *, seconds: float, label: str) -> T:
+    async def call(
+        self, work: Callable[[], Coroutine[Any, Any, T]], *, seconds: float, label: str
+    ) -> T:
         """``await work()`` in a task of its own, for at most ``seconds``.
 
         Returns what it returned or raises what it raised; raises ``TimeoutError`` at the
@@ -68,19 +71,28 @@ class ToolTasks:
         When the caller is cancelled, the work is cancelled and the caller does not wait for
         it either. ``label`` names the call in warnings (tool, run, call, tier).
         """
-        deadline = anyio.current_time() + seconds
-        task = asyncio.get_running_loop().create_task(_awaited(work))
-        self._running[task] = _Call(label, time.monotonic())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        # A bare future and a timer, not ``asyncio.wait`` in a cancel scope: this is on every
+        # tool call's path, and they cost a third as much.
+        waiter: asyncio.Future[bool] = loop.create_future()
+        task = loop.create_task(work())
+        self._running[task] = _Call(label, time.monotonic(), waiter)
         task.add_done_callback(self._ended)
+        timer = loop.call_later(seconds, _settle, waiter, False)
         try:
-            with anyio.move_on_after(seconds):
-                await asyncio.wait((task,))
-        finally:
-            if not task.done():  # the deadline, or the caller's own cancellation
+            finished = await waiter
+        except BaseException:  # the caller is cancelled: it does not wait for the work either
+            if not task.done():
                 self._abandon(task, seconds)
+            raise
+        finally:
+            timer.cancel()
         # A result seen after the deadline is not taken: a tool that held the loop past it
         # (a blocking call in an async tool) ended late, whatever it returned.
-        if not task.done() or anyio.current_time() > deadline:
+        if not finished or loop.time() > deadline:
+            if not task.done():
+                self._abandon(task, seconds)
             raise TimeoutError(f"no result within {seconds:g}s")
         if task.cancelled():
             raise ToolTaskCancelledError("the tool's task was cancelled from within the tool")
@@ -146,6 +158,9 @@ class ToolTasks:
     def _ended(self, task: asyncio.Task[Any]) -> None:
         call = self._running.pop(task)
         call.ended = time.monotonic()
+        if call.waiter is not None:
+            _settle(call.waiter, True)
+            call.waiter = None
         self._finished.append(call)
         if call.abandoned_at is not None and call.ended - call.abandoned_at > _STOP_GRACE:
             logger.warning(
@@ -158,5 +173,7 @@ class ToolTasks:
                 task.exception()
 
 
-async def _awaited(work: Callable[[], Awaitable[T]]) -> T:
-    return await work()
+def _settle(waiter: asyncio.Future[bool], finished: bool) -> None:
+    """Wake the caller: the work ``finished``, or its time ran out (whichever comes first)."""
+    if not waiter.done():
+        waiter.set_result(finished)

@@ -15,8 +15,11 @@ and no ``ToolCallSucceeded``), the overshoot past the timeout (ms, p50 and max o
 the tier's recorded duration minus the timeout), the longest stall of the ticker (ms), whether
 the watchdog logged a loop-block warning, and what is left once the engine closed: asyncio
 tasks, tool threads (at close, and once the function returned), child processes and open file
-descriptors (the store's connections included). Then the peak of Python allocations
-(tracemalloc) while a run gets a 100 MB result, which the engine cuts to the size limit.
+descriptors (the store's connections included). Then the memory a run takes when its tool
+returns a 100 MB text, which the engine cuts to the size limit: the growth of the process's
+peak RSS (``ru_maxrss``, the text itself included), and the peak of Python allocations
+(tracemalloc) in a second run. Last, what an instant tool call costs in a task of its own
+(the price of the timeouts above) against one awaited in the caller's task.
 
     python benchmarks/faults_tools.py [--runs N] [--quick]
 """
@@ -27,7 +30,9 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -43,6 +48,7 @@ import anyio
 from pydantic import BaseModel
 
 from agentledger.engine import Agent, Engine, ModelReply, ModelRequest, Tool, ToolContext, tool
+from agentledger.engine.loop._tool_tasks import ToolTasks
 from agentledger.engine.testing import ScriptedModel, call, reply
 from agentledger.engine.tools._isolation import tool_threads
 from agentledger.events import SqliteEventStore, ToolCallSucceeded, ToolTierFailed
@@ -233,8 +239,11 @@ async def big_result_peak(tmp: Path, size: int) -> dict[str, Any]:
         name="bench-big", model=one_call_model("huge_result", {"size": size}), tools=[huge_result]
     )
     async with SqliteEventStore(tmp / "big.db") as store, Engine(store) as engine:
-        tracemalloc.start()
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         result = await engine.run(agent, "go")
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        tracemalloc.start()
+        await engine.run(agent, "go")
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         events = [r.event for r in await store.read_stream(f"run-{result.run_id}")]
@@ -244,6 +253,32 @@ async def big_result_peak(tmp: Path, size: int) -> dict[str, Any]:
         "limit_kib": engine.sizes.max_tool_result // 1024,
         "recorded_result_bytes": len(json.dumps(recorded.result)),
         "peak_python_alloc_mib": round(peak / 2**20, 1),
+        "peak_rss_growth_mib": round((rss_after - rss_before) / 1024, 1),
+    }
+
+
+async def call_overhead_us(calls: int = 20_000) -> dict[str, float]:
+    """What a tool call pays for running in a task the engine can walk away from: an instant
+    call under ``anyio.fail_after`` (as before) against the same call through ``ToolTasks``."""
+
+    async def instant() -> int:
+        return 1
+
+    tasks = ToolTasks()
+    best_direct = best_task = math.inf
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(calls):
+            with anyio.fail_after(30):
+                await instant()
+        best_direct = min(best_direct, time.perf_counter() - started)
+        started = time.perf_counter()
+        for _ in range(calls):
+            await tasks.call(instant, seconds=30, label="instant")
+        best_task = min(best_task, time.perf_counter() - started)
+    return {
+        "in_caller_task_us": round(best_direct / calls * 1e6, 1),
+        "in_own_task_us": round(best_task / calls * 1e6, 1),
     }
 
 
@@ -266,6 +301,7 @@ async def main(runs: int) -> dict[str, Any]:
             results = [await one_run(tmp, i, bad) for i in range(runs)]
             report[label] = summary(results, counter)
         report["big_result"] = await big_result_peak(tmp, BIG_RESULT)
+    report["tool_call_overhead"] = await call_overhead_us()
     report["python"] = sys.version.split()[0]
     return report
 

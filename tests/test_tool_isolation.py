@@ -25,12 +25,14 @@ from agentledger.engine import (
     Engine,
     ModelReply,
     ModelRequest,
+    Reconciled,
     Tool,
     ToolContext,
     tool,
 )
 from agentledger.engine.loop._live import LiveTools
 from agentledger.engine.loop._ports import SystemClock
+from agentledger.engine.loop._tool_tasks import ToolTasks
 from agentledger.engine.policies._sizes import SizePolicy
 from agentledger.engine.testing import ScriptedModel, call, reply
 from agentledger.engine.tools._isolation import tool_threads
@@ -288,3 +290,41 @@ async def test_a_huge_result_is_cut_before_an_event_is_built() -> None:
     assert isinstance(outcome.result, dict) and outcome.result["truncated"] is True
     small = await live.run_tier(intended, "primary", Size(size=10), "u", "t")
     assert isinstance(small, ToolCallSucceeded) and small.result == {"text": "y" * 10}
+
+
+class Order(BaseModel):
+    item: str
+
+
+@tool(side_effect=True)
+async def order(args: Order, ctx: ToolContext) -> str:
+    """Orders an item."""
+    return "ordered"
+
+
+@order.reconciler
+async def _order_reconciler(args: Order, ctx: ToolContext) -> Reconciled:
+    end = time.monotonic() + 1.5
+    while (left := end - time.monotonic()) > 0:
+        with suppress(asyncio.CancelledError):
+            await asyncio.sleep(left)
+    return Reconciled.done("ordered")
+
+
+async def test_a_reconcile_hook_that_ignores_cancellation_cannot_tell_at_its_deadline() -> None:
+    tasks = ToolTasks()
+    live = LiveTools({"order": order}, SystemClock(), TIMEOUT, tasks=tasks)
+    intended = ToolCallIntended(
+        run_id="r", span_id="s", at=datetime.now(UTC), call_id="c", tool_name="order"
+    )
+    started = time.monotonic()
+    found = await live.reconcile(intended, Order(item="book"), "u")
+
+    assert time.monotonic() - started < TIMEOUT + 0.7
+    assert found.found == "unknown"
+    assert found.message == (
+        f"the reconcile hook failed: TimeoutError: no result within {TIMEOUT:g}s"
+    )
+    assert len(tasks) == 1  # abandoned, still going, kept track of
+    await tasks.aclose(2.0)
+    assert len(tasks) == 0

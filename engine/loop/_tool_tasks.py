@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
+import typing
 from collections import deque
 from collections.abc import Callable, Coroutine
 from contextlib import suppress
@@ -45,7 +47,6 @@ class ToolTaskCancelledError(Exception):
 class _Call:
     label: str
     started: float
-    waiter: asyncio.Future[bool] | None = None
     ended: float | None = None
     abandoned_at: float | None = None
 
@@ -73,11 +74,12 @@ class ToolTasks:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        # A bare future and a timer, not ``asyncio.wait`` in a cancel scope: this is on every
-        # tool call's path, and they cost a third as much.
+        # A bare future and a timer, not ``asyncio.wait`` in a cancel scope, and the task
+        # itself wakes the caller: this is on every tool call's path.
         waiter: asyncio.Future[bool] = loop.create_future()
-        task = loop.create_task(work())
-        self._running[task] = _Call(label, time.monotonic(), waiter)
+        outcome: list[tuple[bool, Any]] = []
+        task = _start(loop, _settling(work(), waiter, outcome))
+        self._running[task] = _Call(label, time.monotonic())
         task.add_done_callback(self._ended)
         timer = loop.call_later(seconds, _settle, waiter, False)
         try:
@@ -94,9 +96,12 @@ class ToolTasks:
             if not task.done():
                 self._abandon(task, seconds)
             raise TimeoutError(f"no result within {seconds:g}s")
-        if task.cancelled():
-            raise ToolTaskCancelledError("the tool's task was cancelled from within the tool")
-        return task.result()
+        ok, value = outcome[0] if outcome else (False, None)
+        if ok:
+            return typing.cast(T, value)
+        if isinstance(value, Exception):
+            raise value
+        raise ToolTaskCancelledError("the tool's task was cancelled from within the tool")
 
     def running_between(self, start: float, end: float) -> list[str]:
         """The labels of calls that were running at some time in ``[start, end]``
@@ -158,9 +163,6 @@ class ToolTasks:
     def _ended(self, task: asyncio.Task[Any]) -> None:
         call = self._running.pop(task)
         call.ended = time.monotonic()
-        if call.waiter is not None:
-            _settle(call.waiter, True)
-            call.waiter = None
         self._finished.append(call)
         if call.abandoned_at is not None and call.ended - call.abandoned_at > _STOP_GRACE:
             logger.warning(
@@ -171,6 +173,30 @@ class ToolTasks:
             # outcome of a call nobody waits for any more.
             with suppress(BaseException):
                 task.exception()
+
+
+def _start(loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """A task for ``work``; where Python can (3.12+), its first step runs at once, so a tool
+    that answers without waiting costs no turn of the loop."""
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(work, loop=loop, eager_start=True)
+    return loop.create_task(work)
+
+
+async def _settling(
+    work: Coroutine[Any, Any, Any], waiter: asyncio.Future[bool], outcome: list[tuple[bool, Any]]
+) -> None:
+    """Run ``work``, keep its outcome, and wake the caller from within the task (a done
+    callback would cost the caller one more turn of the loop)."""
+    try:
+        outcome.append((True, await work))
+    except asyncio.CancelledError as exc:
+        outcome.append((False, exc))
+        raise
+    except Exception as exc:  # the tool's failure, handed to the caller
+        outcome.append((False, exc))
+    finally:
+        _settle(waiter, True)
 
 
 def _settle(waiter: asyncio.Future[bool], finished: bool) -> None:

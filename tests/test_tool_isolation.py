@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from agentledger.engine import (
     Agent,
     Engine,
+    InvalidInputError,
     ModelReply,
     ModelRequest,
     Reconciled,
@@ -38,6 +39,7 @@ from agentledger.engine.testing import ScriptedModel, call, reply
 from agentledger.engine.tools._isolation import tool_threads
 from agentledger.events import (
     Event,
+    MemoryEventStore,
     SqliteEventStore,
     ToolCallIntended,
     ToolCallSucceeded,
@@ -328,3 +330,40 @@ async def test_a_reconcile_hook_that_ignores_cancellation_cannot_tell_at_its_dea
     assert len(tasks) == 1  # abandoned, still going, kept track of
     await tasks.aclose(2.0)
     assert len(tasks) == 0
+
+
+async def test_closing_waits_a_bounded_time_and_names_a_call_that_will_not_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentledger")
+    tasks, release = ToolTasks(), anyio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            with suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.01)
+
+    with pytest.raises(TimeoutError):
+        await tasks.call(stubborn, seconds=0.05, label="tool 'stubborn' (run 'r')")
+    started = time.monotonic()
+    await tasks.aclose(0.2)
+
+    assert 0.2 <= time.monotonic() - started < 1.0
+    assert len(tasks) == 1
+    assert any(
+        "1 tool call(s) still running 0.2s after the engine closed" in r.getMessage()
+        and "tool 'stubborn' (run 'r')" in r.getMessage()
+        for r in caplog.records
+    )
+    release.set()
+    await tasks.aclose(1.0)
+    assert len(tasks) == 0
+
+
+def test_the_watchdog_threshold_must_be_positive_seconds_or_none() -> None:
+    store = MemoryEventStore()
+    for bad in (0, -1, float("inf"), float("nan"), "1"):
+        with pytest.raises(InvalidInputError, match="loop_block_warning"):
+            Engine(store, loop_block_warning=bad)  # type: ignore[arg-type]
+    Engine(store, loop_block_warning=None)
+    Engine(store, loop_block_warning=2)

@@ -23,6 +23,7 @@ from agentledger.engine._errors import (
 from agentledger.engine.models._model import Model, ModelRequest
 from agentledger.engine.models._pricing import Price
 from agentledger.engine.policies._sizes import SizePolicy
+from agentledger.engine.tools._isolation import IsolatedToolError
 from agentledger.engine.tools._tools import Tool, ToolContext
 from agentledger.events import (
     EventStore,
@@ -165,7 +166,9 @@ class LiveTools:
                 call_id=intended.call_id,
                 tool_name=tool.name,
                 tier=tier,
-                error_type=getattr(exc, "error_type", None) or type(exc).__name__,
+                error_type=exc.error_type
+                if isinstance(exc, IsolatedToolError)
+                else type(exc).__name__,
                 message=str(exc)[:_MAX_ERROR_TEXT] or type(exc).__name__,
                 duration_ms=elapsed_ms(started, ended),
             )

@@ -31,7 +31,14 @@ from agentledger.projections._tool_health import ToolHealthView
 from agentledger.replay import Replayer, ReplayReport
 
 from ._agent import Agent
-from ._errors import EngineError, RunActiveError, RunBusyError, RunExistsError, RunParkedError
+from ._errors import (
+    EngineError,
+    InvalidInputError,
+    RunActiveError,
+    RunBusyError,
+    RunExistsError,
+    RunParkedError,
+)
 from ._inputs import check_id, check_text
 from ._replaying import ReplayDriver
 from .loop._driver import cancel_run, drive
@@ -39,11 +46,15 @@ from .loop._live import LiveHealth, LiveKeys, LiveLedgers, LiveModels, LiveTools
 from .loop._perform_run import in_flight_until, run_resumed, run_started
 from .loop._ports import Clock, IdSource, OpenGate, Ports, RandomIds, SystemClock
 from .loop._recorder import EventFilter, Recorder
+from .loop._tool_tasks import ToolTasks
+from .loop._watchdog import watch_loop
 from .policies._budget import Budgets
 from .policies._redaction import Redactor
 from .policies._sizes import SizePolicy
 
 _PORTS_KEPT = 256
+_TOOL_CLOSE_GRACE = 2.0
+"""Seconds a closing engine waits for tool calls that ignore their cancellation."""
 
 _DEFAULT_REDACTION = Redactor()
 
@@ -118,6 +129,11 @@ class Engine:
     model sees the marker on later turns (the task too, from the first request), a tool gets the
     marker where the model wrote a secret, and replay reproduces exactly that. ``None`` or
     ``Redactor.off()`` records texts as they are.
+
+    ``loop_block_warning``: while the engine is open, a watchdog logs a warning (logger
+    ``agentledger.engine.loop``) whenever the event loop was held this many seconds or more,
+    naming the tool calls running then (``None``: no watchdog). Blocking code belongs in a
+    tool with ``isolation="thread"`` or ``"process"``.
     """
 
     def __init__(
@@ -132,7 +148,15 @@ class Engine:
         health_refresh: float = 1.0,
         sizes: SizePolicy | None = None,
         redaction: Redactor | None = _DEFAULT_REDACTION,
+        loop_block_warning: float | None = 0.5,
     ) -> None:
+        if loop_block_warning is not None and not (
+            isinstance(loop_block_warning, int | float) and 0 < loop_block_warning < math.inf
+        ):
+            raise InvalidInputError(
+                f"loop_block_warning must be a positive number of seconds or None, "
+                f"not {loop_block_warning!r}"
+            )
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.ids: IdSource = ids or RandomIds()
@@ -151,9 +175,15 @@ class Engine:
         self._agent_ports: dict[int, tuple[Agent, Ports]] = {}
         self._listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent]]] = defaultdict(list)
         self._task_group: TaskGroup | None = None
+        self._tool_tasks = ToolTasks()
+        self._loop_block_warning = loop_block_warning
 
     async def __aenter__(self) -> Self:
         self._task_group = await anyio.create_task_group().__aenter__()
+        if self._loop_block_warning is not None:
+            self._task_group.start_soon(
+                watch_loop, self._loop_block_warning, self._tool_tasks.running_between
+            )
         return self
 
     async def __aexit__(
@@ -168,6 +198,9 @@ class Engine:
         self._task_group.cancel_scope.cancel()
         task_group, self._task_group = self._task_group, None
         await task_group.__aexit__(None, None, None)
+        # Tool calls abandoned at their deadline (they ignore cancellation) are not in the
+        # task group, which would have waited for them: they get a bounded wait here.
+        await self._tool_tasks.aclose(_TOOL_CLOSE_GRACE)
 
     def register(self, agent: Agent) -> None:
         """Make ``agent`` resumable by its name in this engine."""
@@ -423,7 +456,9 @@ class Engine:
             clock=self.clock,
             ids=self.ids,
             models=LiveModels(models, self.clock, agent.model_timeout, agent.price_of, self.sizes),
-            tools=LiveTools(agent.tools_by_name, self.clock, agent.tool_timeout),
+            tools=LiveTools(
+                agent.tools_by_name, self.clock, agent.tool_timeout, self.sizes, self._tool_tasks
+            ),
             health=LiveHealth(self._health, self._spawn),
             ledgers=self._ledgers,
             keys=self._keys,

@@ -23,6 +23,7 @@ from agentledger.engine._errors import (
 from agentledger.engine.models._model import Model, ModelRequest
 from agentledger.engine.models._pricing import Price
 from agentledger.engine.policies._sizes import SizePolicy
+from agentledger.engine.tools._isolation import IsolatedToolError
 from agentledger.engine.tools._tools import Tool, ToolContext
 from agentledger.events import (
     EventStore,
@@ -44,6 +45,7 @@ from agentledger.projections._tool_health import ToolHealthView, circuit_open_un
 
 from ._ports import Clock, elapsed_ms
 from ._replies import checked_reply
+from ._tool_tasks import ToolTasks
 
 _MAX_ERROR_TEXT = 2000
 
@@ -119,21 +121,41 @@ class LiveModels:
 
 
 class LiveTools:
-    """Runs the agent's tools (by name), each tier within its tool's or the default timeout."""
+    """Runs the agent's tools (by name), each tier within its tool's or the default timeout.
 
-    def __init__(self, tools: Mapping[str, Tool[Any]], clock: Clock, timeout: float) -> None:
+    Each call runs in a task of ``tasks`` (``ToolTasks``), so the timeout holds even for a tool
+    that ignores or shields cancellation: the tier is recorded as failed at its deadline, and
+    never as a success after it. A result over the size policy's ``max_tool_result`` is cut
+    here, before an event is built around it.
+    """
+
+    def __init__(
+        self,
+        tools: Mapping[str, Tool[Any]],
+        clock: Clock,
+        timeout: float,
+        sizes: SizePolicy | None = None,
+        tasks: ToolTasks | None = None,
+    ) -> None:
         self._tools = tools
         self._clock = clock
         self._timeout = timeout
+        self._sizes = sizes if sizes is not None else SizePolicy()
+        self._tasks = tasks if tasks is not None else ToolTasks()
 
     async def run_tier(
         self, intended: ToolCallIntended, tier: str, args: Any, user_id: str, tier_span: str
     ) -> ToolCallSucceeded | ToolTierFailed:
         tool = self._tools[intended.tool_name]
         started = self._clock.now()
+        context = _context(intended, tier, user_id)
         try:
-            with anyio.fail_after(tool.timeout or self._timeout):
-                result = await tool.invoke(tier, args, _context(intended, tier, user_id))
+            result = await self._tasks.call(
+                lambda: tool.invoke(tier, args, context),
+                seconds=tool.timeout or self._timeout,
+                label=_label(intended, tier),
+            )
+            result = self._sizes.cut_result(result)
         except Exception as exc:  # any failure of a tier is recorded; cancellation is not one
             ended = self._clock.now()
             return ToolTierFailed(
@@ -144,7 +166,9 @@ class LiveTools:
                 call_id=intended.call_id,
                 tool_name=tool.name,
                 tier=tier,
-                error_type=type(exc).__name__,
+                error_type=exc.error_type
+                if isinstance(exc, IsolatedToolError)
+                else type(exc).__name__,
                 message=str(exc)[:_MAX_ERROR_TEXT] or type(exc).__name__,
                 duration_ms=elapsed_ms(started, ended),
             )
@@ -169,13 +193,18 @@ class LiveTools:
             "tool_name": tool.name,
             "idempotency_key": intended.idempotency_key,
         }
+        context = _context(intended, "reconcile", user_id)
         try:
-            with anyio.fail_after(tool.timeout or self._timeout):
-                found = await tool.reconcile(args, _context(intended, "reconcile", user_id))
+            found = await self._tasks.call(
+                lambda: tool.reconcile(args, context),
+                seconds=tool.timeout or self._timeout,
+                label=_label(intended, "reconcile"),
+            )
         except Exception as exc:  # a broken hook must not lose the run
             message = f"the reconcile hook failed: {type(exc).__name__}: {exc}"
             return ToolCallReconciled(**fields, found="unknown", message=message[:_MAX_ERROR_TEXT])
-        return ToolCallReconciled(**fields, found=found.status, result=found.result)
+        result = self._sizes.cut_result(found.result)
+        return ToolCallReconciled(**fields, found=found.status, result=result)
 
 
 class LiveHealth:
@@ -269,6 +298,13 @@ def _envelope(event: ToolCallIntended | ModelCallRequested, at: datetime) -> dic
         "parent_span_id": event.parent_span_id,
         "at": at,
     }
+
+
+def _label(intended: ToolCallIntended, tier: str) -> str:
+    return (
+        f"tool {intended.tool_name!r} (run {intended.run_id!r}, call {intended.call_id!r}, "
+        f"tier {tier!r})"
+    )
 
 
 def _context(intended: ToolCallIntended, tier: str, user_id: str) -> ToolContext:

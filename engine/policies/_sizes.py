@@ -71,7 +71,9 @@ class SizePolicy:
         keep = max(limit - len(marker) - 2, 0)
         cut = text
         while json_size(cut) + len(marker) > limit:  # escapes may make a prefix grow in JSON
-            data = cut.encode("utf-8", "surrogatepass")[:keep]
+            # A character is at least a byte, so the first ``keep`` characters hold the first
+            # ``keep`` bytes: only they are encoded, not the whole text.
+            data = cut[:keep].encode("utf-8", "surrogatepass")[:keep]
             cut = data.decode("utf-8", "ignore")
             keep = keep * 3 // 4
         return cut + marker
@@ -101,10 +103,25 @@ class SizePolicy:
 
 def json_size(text: str) -> int:
     """How many bytes ``text`` takes as a JSON string (quotes and escapes included)."""
-    return len(orjson.dumps(text)) if _encodable(text) else len(text) * 6 + 2
+    if len(text) <= _PIECE:
+        return len(orjson.dumps(text)) if _encodable(text) else len(text) * 6 + 2
+    # In pieces, so that a huge text is never copied whole; escapes are per character, so the
+    # sum is exact.
+    total = 2
+    for start in range(0, len(text), _PIECE):
+        piece = text[start : start + _PIECE]
+        if not _encodable(piece):
+            return len(text) * 6 + 2
+        total += len(orjson.dumps(piece)) - 2
+    return total
+
+
+_PIECE = 1 << 20
 
 
 def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -1,7 +1,8 @@
 """Declaring tools: the ``tool`` decorator, its tiers and reconciler, and what a call is given.
 
 A tool is an async function ``(args: SomeModel, ctx: ToolContext) -> JSON`` whose pydantic
-argument model is the contract the model's output is validated against. Fallback
+argument model is the contract the model's output is validated against (or a plain function run
+in a thread or a process of its own: ``isolation``). Fallback
 implementations (tiers) and a reconcile hook for in-doubt side effects are attached with
 decorators on the tool. Mistakes in a declaration raise ``TypeError`` at import time, when they
 are cheap, rather than in the middle of a run.
@@ -26,10 +27,12 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from agentledger.engine.models._model import ToolSpec
 
+from ._isolation import ISOLATIONS, Isolation, process_origin, run_in_process, run_in_thread
 from ._tool_keys import idempotency_key
 from ._tool_schema import argument_schema
 
 A = TypeVar("A", bound=BaseModel)
+F = TypeVar("F", bound=Callable[..., Any])
 
 KeyScope = Literal["run", "user"]
 """Who shares idempotency keys: calls within one run, or every run of one user (or tenant)."""
@@ -91,6 +94,9 @@ class Reconciled:
 ToolFunction: TypeAlias = Callable[[A, ToolContext], Coroutine[Any, Any, object]]
 """An implementation of a tool: ``async def f(args: Model, ctx: ToolContext) -> JSON``."""
 
+SyncToolFunction: TypeAlias = Callable[[A, ToolContext], object]
+"""An implementation of an isolated tool: ``def f(args: Model, ctx: ToolContext) -> JSON``."""
+
 ReconcileFunction: TypeAlias = Callable[[A, ToolContext], Coroutine[Any, Any, Reconciled]]
 """A reconcile hook: ``async def f(args: Model, ctx: ToolContext) -> Reconciled``."""
 
@@ -134,6 +140,8 @@ def _check_recordable(value: JsonValue) -> None:
 
 
 def _check_utf8(text: str) -> None:
+    if text.isascii():  # the common case, without a copy of a text that may be huge
+        return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -152,7 +160,7 @@ class Tool(Generic[A]):
 
     Options (see ``tool`` for their meaning) are exposed as read-only attributes:
     ``side_effect``, ``confirm``, ``retry_safe``, ``volatile``, ``key_scope``, ``retention``,
-    ``timeout``, ``max_argument_bytes`` and ``preview``.
+    ``timeout``, ``max_argument_bytes``, ``preview`` and ``isolation``.
     """
 
     name: str
@@ -167,12 +175,13 @@ class Tool(Generic[A]):
     timeout: float | None
     max_argument_bytes: int
     preview: Callable[[A], str]
-    _tiers: tuple[tuple[str, ToolFunction[A]], ...]
+    isolation: Isolation
+    _tiers: tuple[tuple[str, ToolFunction[A] | SyncToolFunction[A]], ...]
     _reconcile: ReconcileFunction[A] | None
 
     def __init__(
         self,
-        fn: ToolFunction[A],
+        fn: ToolFunction[A] | SyncToolFunction[A],
         *,
         name: str | None = None,
         description: str | None = None,
@@ -185,10 +194,13 @@ class Tool(Generic[A]):
         timeout: float | None = None,
         preview: Callable[[A], str] | None = None,
         max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES,
+        isolation: Isolation = "loop",
     ) -> None:
-        args_model = _argument_model(fn, what="a tool")
-        tool_name = fn.__name__ if name is None else name
+        tool_name = getattr(fn, "__name__", "?") if name is None else name
         where = f"tool {tool_name!r}"
+        if isolation not in ISOLATIONS:
+            raise TypeError(f"{where}: isolation must be one of {ISOLATIONS}, not {isolation!r}")
+        args_model = _argument_model(fn, what="a tool", isolation=isolation)
         if not isinstance(tool_name, str) or not _NAME.fullmatch(tool_name):
             raise TypeError(f"{where}: a tool name must match {_NAME.pattern} (providers' rule)")
         text = inspect.getdoc(fn) if description is None else description
@@ -236,6 +248,7 @@ class Tool(Generic[A]):
         init(self, "timeout", None if timeout is None else float(timeout))
         init(self, "max_argument_bytes", max_argument_bytes)
         init(self, "preview", preview if preview is not None else self._default_preview)
+        init(self, "isolation", isolation)
         init(self, "_tiers", ((PRIMARY_TIER, fn),))
         init(self, "_reconcile", None)
 
@@ -245,7 +258,7 @@ class Tool(Generic[A]):
     # -- chain -----------------------------------------------------------------------------------
 
     @property
-    def tiers(self) -> tuple[tuple[str, ToolFunction[A]], ...]:
+    def tiers(self) -> tuple[tuple[str, ToolFunction[A] | SyncToolFunction[A]], ...]:
         """The implementations in the order they are tried: ``("primary", fn)``, then fallbacks."""
         return self._tiers
 
@@ -259,20 +272,21 @@ class Tool(Generic[A]):
         """Whether a reconcile hook was registered."""
         return self._reconcile is not None
 
-    def tier(self, name: str) -> Callable[[ToolFunction[A]], ToolFunction[A]]:
+    def tier(self, name: str) -> Callable[[F], F]:
         """Register a fallback implementation, tried after the ones registered before it.
 
-        Used as ``@my_tool.tier("backup")``; the decorated function is returned unchanged.
+        Used as ``@my_tool.tier("backup")``; the decorated function is returned unchanged. It
+        runs where the tool's ``isolation`` says (so it is a plain ``def`` for an isolated tool).
         """
         if not isinstance(name, str) or not name.strip():
             raise TypeError(f"tool {self.name!r}: a tier needs a non-empty name")
         if name in self.tier_names:
             raise TypeError(f"tool {self.name!r} already has a tier named {name!r}")
 
-        def register(fn: ToolFunction[A]) -> ToolFunction[A]:
+        def register(fn: F) -> F:
             if name in self.tier_names:  # two decorators made before either was applied
                 raise TypeError(f"tool {self.name!r} already has a tier named {name!r}")
-            self._check_same_model(fn, f"tier {name!r}")
+            self._check_same_model(fn, f"tier {name!r}", self.isolation)
             object.__setattr__(self, "_tiers", (*self._tiers, (name, fn)))
             return fn
 
@@ -282,28 +296,31 @@ class Tool(Generic[A]):
         """Register the hook that decides an in-doubt side effect after a crash.
 
         Used as ``@my_tool.reconciler``; it returns a ``Reconciled``. The decorated function is
-        returned unchanged.
+        returned unchanged. It is an ``async def`` run in the loop, whatever the tool's
+        ``isolation``.
         """
         if not self.side_effect:
             raise TypeError(f"tool {self.name!r}: only side_effect=True tools can be in doubt")
         if self._reconcile is not None:
             raise TypeError(f"tool {self.name!r} already has a reconciler")
-        self._check_same_model(fn, "its reconciler")
+        self._check_same_model(fn, "its reconciler", "loop")
         object.__setattr__(self, "_reconcile", fn)
         return fn
 
     def with_implementations(self, tiers: Sequence[tuple[str, ToolFunction[A]]]) -> Tool[A]:
         """A copy of this tool, same contract and policies, whose tiers run other functions
-        (replay answers tool calls from the recording this way); it has no reconciler."""
+        (replay answers tool calls from the recording this way); it has no reconciler, and its
+        tiers are ``async def`` functions run in the loop."""
         clone: Tool[A] = object.__new__(Tool)
         for slot in Tool.__slots__:
             object.__setattr__(clone, slot, getattr(self, slot))
         object.__setattr__(clone, "_tiers", tuple(tiers))
         object.__setattr__(clone, "_reconcile", None)
+        object.__setattr__(clone, "isolation", "loop")
         return clone
 
-    def _check_same_model(self, fn: Callable[..., Any], what: str) -> None:
-        model = _argument_model(fn, what=f"{what} of tool {self.name!r}")
+    def _check_same_model(self, fn: Callable[..., Any], what: str, isolation: Isolation) -> None:
+        model = _argument_model(fn, what=f"{what} of tool {self.name!r}", isolation=isolation)
         if model is not self.args_model:
             raise TypeError(
                 f"{what} of tool {self.name!r} takes {model.__name__}; "
@@ -339,11 +356,20 @@ class Tool(Generic[A]):
             raise KeyError(f"tool {self.name!r} has no tier {tier!r}")
         fn = implementations[tier]
         if self.timeout is None:
-            result = await fn(args, ctx)
+            result = await self._call(fn, args, ctx)
         else:
             with anyio.fail_after(self.timeout):
-                result = await fn(args, ctx)
+                result = await self._call(fn, args, ctx)
         return to_json_value(result)
+
+    async def _call(
+        self, fn: ToolFunction[A] | SyncToolFunction[A], args: A, ctx: ToolContext
+    ) -> object:
+        if self.isolation == "thread":
+            return await run_in_thread(fn, args, ctx, f"{self.name}/{ctx.tier}")
+        if self.isolation == "process":
+            return await run_in_process(fn, args, ctx)
+        return await typing.cast(ToolFunction[A], fn)(args, ctx)
 
     async def reconcile(self, args: A, ctx: ToolContext) -> Reconciled:
         """Ask the reconcile hook about an in-doubt call; ``unknown`` when there is none."""
@@ -383,8 +409,9 @@ class ToolDecorator:
     # ``Any``: the argument model is only known when the decorator is applied.
     preview: Callable[[Any], str] | None = None
     max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES
+    isolation: Isolation = "loop"
 
-    def __call__(self, fn: ToolFunction[A], /) -> Tool[A]:
+    def __call__(self, fn: ToolFunction[A] | SyncToolFunction[A], /) -> Tool[A]:
         """Declare ``fn`` as a tool with these options."""
         return Tool(
             fn,
@@ -399,6 +426,7 @@ class ToolDecorator:
             timeout=self.timeout,
             preview=self.preview,
             max_argument_bytes=self.max_argument_bytes,
+            isolation=self.isolation,
         )
 
 
@@ -420,6 +448,7 @@ def tool(
     timeout: float | None = None,
     preview: Callable[[Any], str] | None = None,
     max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES,
+    isolation: Isolation = "loop",
 ) -> ToolDecorator: ...
 
 
@@ -438,6 +467,7 @@ def tool(
     timeout: float | None = None,
     preview: Callable[[Any], str] | None = None,
     max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES,
+    isolation: Isolation = "loop",
 ) -> Tool[A] | ToolDecorator:
     """Declare a tool; use as ``@tool`` or ``@tool(...)`` on an ``async def f(args, ctx)``.
 
@@ -456,6 +486,13 @@ def tool(
       recorded outcome answers for its key (``None``: for as long as it is in the log).
     - ``timeout``: seconds per tier call; ``max_argument_bytes``: raw arguments above this are
       rejected unparsed (default 64 KiB).
+    - ``isolation``: where the implementations run. ``"loop"`` (the default): an ``async def``
+      in the event loop. ``"thread"``: a plain ``def`` in a thread of its own, for blocking
+      code (the deadline holds: the engine stops waiting, though the thread runs until the
+      function returns). ``"process"``: a plain ``def`` in a fresh Python process, killed with
+      its children at the deadline, for code that may hang or misbehave; the function must be
+      defined at module level (the process imports its module), its arguments travel as JSON
+      and its result must be JSON data; each call pays for starting Python (~0.1-0.5 s).
 
     Raises ``TypeError`` for a declaration that cannot work.
     """
@@ -472,6 +509,7 @@ def tool(
         timeout=timeout,
         preview=preview,
         max_argument_bytes=max_argument_bytes,
+        isolation=isolation,
     )
     return decorator if fn is None else decorator(fn)
 
@@ -486,10 +524,21 @@ def tools_by_name(tools: Iterable[Tool[Any]]) -> Mapping[str, Tool[Any]]:
     return MappingProxyType(index)
 
 
-def _argument_model(fn: Callable[..., Any], *, what: str) -> type[Any]:
+def _argument_model(fn: Callable[..., Any], *, what: str, isolation: Isolation) -> type[Any]:
     label = f"{what} ({getattr(fn, '__qualname__', fn)!r})"
-    if not inspect.iscoroutinefunction(fn):
-        raise TypeError(f"{label} must be an async def function")
+    if isolation == "loop":
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"{label} must be an async def function (or a plain def with "
+                "isolation='thread' or 'process')"
+            )
+    elif not inspect.isfunction(fn) or inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            f"{label} must be a plain def function with isolation={isolation!r} "
+            "(an async def runs in the loop: isolation='loop')"
+        )
+    elif isolation == "process" and (why := process_origin(fn)) is not None:
+        raise TypeError(f"{label} cannot run in a process of its own: {why}")
     params = list(inspect.signature(fn).parameters.values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     required_other = [

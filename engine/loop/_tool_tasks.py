@@ -76,23 +76,24 @@ class ToolTasks:
         deadline = loop.time() + seconds
         # A bare future and a timer, not ``asyncio.wait`` in a cancel scope, and the task
         # itself wakes the caller: this is on every tool call's path.
-        waiter: asyncio.Future[bool] = loop.create_future()
+        waiter: asyncio.Future[float | None] = loop.create_future()
         outcome: list[tuple[bool, Any]] = []
         task = _start(loop, _settling(work(), waiter, outcome))
         self._running[task] = _Call(label, time.monotonic())
         task.add_done_callback(self._ended)
-        timer = loop.call_later(seconds, _settle, waiter, False)
+        timer = loop.call_later(seconds, _settle, waiter, None)
         try:
-            finished = await waiter
+            ended_at = await waiter
         except BaseException:  # the caller is cancelled: it does not wait for the work either
             if not task.done():
                 self._abandon(task, seconds)
             raise
         finally:
             timer.cancel()
-        # A result seen after the deadline is not taken: a tool that held the loop past it
-        # (a blocking call in an async tool) ended late, whatever it returned.
-        if not finished or loop.time() > deadline:
+        # A result that came after the deadline is not taken: a tool that held the loop past
+        # it (a blocking call in an async tool) ended late, whatever it returned. What counts is
+        # when the tool ended, not when the caller woke (a busy loop may wake it late).
+        if ended_at is None or ended_at > deadline:
             if not task.done():
                 self._abandon(task, seconds)
             raise TimeoutError(f"no result within {seconds:g}s")
@@ -184,7 +185,9 @@ def _start(loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> 
 
 
 async def _settling(
-    work: Coroutine[Any, Any, Any], waiter: asyncio.Future[bool], outcome: list[tuple[bool, Any]]
+    work: Coroutine[Any, Any, Any],
+    waiter: asyncio.Future[float | None],
+    outcome: list[tuple[bool, Any]],
 ) -> None:
     """Run ``work``, keep its outcome, and wake the caller from within the task (a done
     callback would cost the caller one more turn of the loop)."""
@@ -196,10 +199,11 @@ async def _settling(
     except Exception as exc:  # the tool's failure, handed to the caller
         outcome.append((False, exc))
     finally:
-        _settle(waiter, True)
+        _settle(waiter, asyncio.get_running_loop().time())
 
 
-def _settle(waiter: asyncio.Future[bool], finished: bool) -> None:
-    """Wake the caller: the work ``finished``, or its time ran out (whichever comes first)."""
+def _settle(waiter: asyncio.Future[float | None], ended_at: float | None) -> None:
+    """Wake the caller: the work ended at ``ended_at`` (loop time), or its time ran out
+    (``None``), whichever comes first."""
     if not waiter.done():
-        waiter.set_result(finished)
+        waiter.set_result(ended_at)

@@ -21,6 +21,14 @@ BACKENDS = ["memory", "sqlite", "postgres"]
 StoreFactory = Callable[[], AbstractAsyncContextManager[EventStore]]
 
 
+@pytest.fixture(autouse=True)
+def _no_provider_urls_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model clients read ``$OPENAI_BASE_URL``/``$ANTHROPIC_BASE_URL``; a developer's own
+    setting must not point the tests' clients elsewhere."""
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+
+
 async def _postgres_reachable() -> bool:
     try:
         import asyncpg

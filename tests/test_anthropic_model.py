@@ -228,6 +228,16 @@ async def test_api_key_from_environment_and_custom_base_url(
     assert sent.headers["x-api-key"] == "sk-ant-env"
 
 
+async def test_base_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:8080")
+    provider = Provider(200, fixture("after_tools.response.json"))
+    client = httpx.AsyncClient(transport=httpx.MockTransport(provider))
+
+    await AnthropicModel("claude-3-5-haiku-latest", client=client).complete(SIMPLE)
+
+    assert [str(r.url) for r in provider.requests] == ["http://127.0.0.1:8080/v1/messages"]
+
+
 async def test_rate_limit_with_retry_after_seconds() -> None:
     provider = Provider(
         429,

@@ -200,6 +200,22 @@ async def test_api_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
     assert provider.requests[0].headers["authorization"] == "Bearer sk-from-env"
 
 
+async def test_base_url_from_environment_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1/")
+    provider = Provider(200, fixture("after_tools.response.json"))
+    client = httpx.AsyncClient(transport=httpx.MockTransport(provider))
+
+    await OpenAIChatModel("gpt-4o-mini", client=client).complete(SIMPLE)
+    given = "https://gw.example/v1"
+    await OpenAIChatModel("gpt-4o-mini", base_url=given, client=client).complete(SIMPLE)
+
+    sent = [str(request.url) for request in provider.requests]
+    assert sent == [
+        "http://127.0.0.1:8080/v1/chat/completions",
+        "https://gw.example/v1/chat/completions",
+    ]
+
+
 async def test_timeout_is_applied_to_each_request_over_a_borrowed_client() -> None:
     provider = Provider(200, fixture("after_tools.response.json"))
     model = model_over(provider, timeout=12.5)

@@ -117,6 +117,8 @@ class AnthropicModel(HttpModel):
     """A Claude model behind the Anthropic messages API.
 
     ``api_key`` defaults to ``$ANTHROPIC_API_KEY``; with neither, no ``x-api-key`` header is sent.
+    ``base_url`` defaults to ``$ANTHROPIC_BASE_URL`` (as in Anthropic's own SDK, without the
+    ``/v1``), else Anthropic's API.
     ``timeout`` applies to every request, also over a borrowed ``client``, which is never closed
     by this object. ``extra_headers`` are sent last (e.g. ``anthropic-beta``).
     """
@@ -126,13 +128,14 @@ class AnthropicModel(HttpModel):
         model: str,
         *,
         api_key: str | None = None,
-        base_url: str = ANTHROPIC_BASE_URL,
+        base_url: str | None = None,
         client: httpx.AsyncClient | None = None,
         anthropic_version: str = ANTHROPIC_VERSION,
         extra_headers: Mapping[str, str] | None = None,
         timeout: float = 60.0,
     ) -> None:
         super().__init__(model, client=client, timeout=timeout)
+        base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL
         self._url = base_url.rstrip("/") + "/v1/messages"
         key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         self._headers = (

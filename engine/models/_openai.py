@@ -80,11 +80,12 @@ class OpenAIChatModel(HttpModel):
     """A chat model behind the OpenAI chat completions API, or any server that speaks it.
 
     ``api_key`` defaults to ``$OPENAI_API_KEY``; with neither, no ``Authorization`` header is sent
-    (local servers). ``extra_body`` is merged last into every request body (``seed``,
-    ``reasoning_effort``...). ``max_tokens_field`` names the output limit: OpenAI's current
-    ``max_completion_tokens`` (required by its reasoning models), or ``max_tokens`` for servers
-    that only know the older name. ``timeout`` applies to every request, also over a borrowed
-    ``client``, which is never closed by this object.
+    (local servers). ``base_url`` defaults to ``$OPENAI_BASE_URL`` (as in OpenAI's own SDK, with
+    the ``/v1``), else OpenAI's API. ``extra_body`` is merged last into every request body
+    (``seed``, ``reasoning_effort``...). ``max_tokens_field`` names the output limit: OpenAI's
+    current ``max_completion_tokens`` (required by its reasoning models), or ``max_tokens`` for
+    servers that only know the older name. ``timeout`` applies to every request, also over a
+    borrowed ``client``, which is never closed by this object.
 
     A reply without ``usage`` (some compatible servers omit it) is recorded with zero tokens.
     """
@@ -94,7 +95,7 @@ class OpenAIChatModel(HttpModel):
         model: str,
         *,
         api_key: str | None = None,
-        base_url: str = OPENAI_BASE_URL,
+        base_url: str | None = None,
         client: httpx.AsyncClient | None = None,
         extra_headers: Mapping[str, str] | None = None,
         timeout: float = 60.0,
@@ -102,6 +103,7 @@ class OpenAIChatModel(HttpModel):
         max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens",
     ) -> None:
         super().__init__(model, client=client, timeout=timeout)
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
         self._url = base_url.rstrip("/") + "/chat/completions"
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self._headers = ({"authorization": f"Bearer {key}"} if key else {}) | dict(

@@ -367,18 +367,6 @@ def test_no_canary_reaches_the_file_the_wal_the_sink_the_cli_or_an_error(tmp_pat
     assert off["found_by_place"]["open runs.db-wal"] > 0
 
 
-# -- the README's example ------------------------------------------------------------------------
-
-
-def test_the_readme_secrets_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Secrets", 1)[1].split("\n## ", 1)[0]
-    [block] = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-    exec(compile(block, "README.md", "exec"), {"__name__": "readme_secrets_example"})
-    printed = capsys.readouterr().out
-    assert printed == "key [REDACTED:openai_key] for [REDACTED:employee_id]\n"
-
-
 async def test_a_key_in_a_body_that_is_not_json_is_redacted_before_the_body_is_cut() -> None:
     key = "sk-proj-" + "Ab3dEfGh1jKlMnOpQrStUvWx" * 4
     # The key straddles the 300th character, where the snippet in the message is cut.

@@ -1,0 +1,211 @@
+"""Every ```python block of README.md runs as written, and every ``agentledger COMMAND`` it names
+is a real command.
+
+Each block is a complete program, written to a file in a fresh temporary directory and run in a
+subprocess of its own, as a reader would run it (a block that defines ``test_*`` functions is run
+with pytest, as a reader's test file would be). Blocks that name a real provider
+(``OpenAIChatModel``, ``AnthropicModel``) talk HTTP to a local server started here, through
+``$OPENAI_BASE_URL``/``$ANTHROPIC_BASE_URL``, which the clients read as the providers' SDKs do;
+it answers with recorded wire bodies (``tests/fixtures/openai``, ``tests/fixtures/anthropic``,
+and a real llama.cpp server's plain chat reply from ``tests/fixtures/wire``). A failure names the
+block's line in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentledger.engine.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int  # of the opening fence, 1-based
+    language: str
+    code: str
+
+
+def readme_blocks() -> list[Block]:
+    """The fenced code blocks of the README, with the line of each opening fence."""
+    blocks: list[Block] = []
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start: int | None = None
+    language = ""
+    body: list[str] = []
+    for number, text in enumerate(lines, start=1):
+        if start is None and text.startswith("```") and len(text) > 3:
+            start, language, body = number, text[3:].strip(), []
+        elif start is not None and text.startswith("```"):
+            blocks.append(Block(start, language, "\n".join(body) + "\n"))
+            start = None
+        elif start is not None:
+            body.append(text)
+    assert start is None, f"README.md line {start}: a code block is never closed"
+    return blocks
+
+
+PYTHON_BLOCKS = [b for b in readme_blocks() if b.language == "python"]
+
+
+def _promised_output(code: str) -> list[str]:
+    """What a block says it prints: the comment line right under a ``print(...)`` line."""
+    return re.findall(r"^[ \t]*print\(.*\)\n[ \t]*# (.+)$", code, flags=re.MULTILINE)
+
+
+# -- the local provider -------------------------------------------------------------------------
+
+
+def _fixture(path: str) -> bytes:
+    return (FIXTURES / path).read_bytes()
+
+
+def _openai_reply(body: dict[str, Any]) -> bytes:
+    """A recorded OpenAI reply that fits the request: the weather tool calls when the request
+    offers ``get_weather`` and has no results yet, the answer after tool results, else a real
+    llama.cpp server's plain chat reply."""
+    messages = body.get("messages", [])
+    if any(m.get("role") == "tool" for m in messages):
+        return _fixture("openai/after_tools.response.json")
+    tools = {t["function"]["name"] for t in body.get("tools", [])}
+    if "get_weather" in tools:
+        return _fixture("openai/tool_calls.response.json")
+    return _fixture("wire/llama-cpp-server/01-chat.response.json")
+
+
+def _anthropic_reply(body: dict[str, Any]) -> bytes:
+    messages = body.get("messages", [])
+    results = any(
+        isinstance(m.get("content"), list)
+        and any(part.get("type") == "tool_result" for part in m["content"])
+        for m in messages
+    )
+    if not results and "get_weather" in {t["name"] for t in body.get("tools", [])}:
+        return _fixture("anthropic/tool_use.response.json")
+    return _fixture("anthropic/after_tools.response.json")
+
+
+class _Provider(BaseHTTPRequestHandler):
+    requests: list[str]  # the paths asked, shared by the server's handlers
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.requests.append(self.path)
+        if self.path == "/v1/chat/completions":
+            reply = _openai_reply(body)
+        elif self.path == "/v1/messages":
+            reply = _anthropic_reply(body)
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # quiet: pytest shows what matters
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[tuple[str, list[str]]]:
+    """The local server's URL and the paths it was asked so far."""
+    asked: list[str] = []
+    handler = type("Provider", (_Provider,), {"requests": asked})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# -- the python blocks --------------------------------------------------------------------------
+
+
+def test_the_readme_has_python_blocks() -> None:
+    assert len(PYTHON_BLOCKS) >= 3
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda b: f"line-{b.line}")
+def test_python_block_runs_as_written(
+    block: Block, provider: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    url, asked = provider
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    env |= {
+        "OPENAI_BASE_URL": f"{url}/v1",
+        "ANTHROPIC_BASE_URL": url,
+        "OPENAI_API_KEY": "sk-readme-test",
+        "ANTHROPIC_API_KEY": "sk-ant-readme-test",
+    }
+    script = tmp_path / f"readme_line_{block.line}.py"
+    script.write_text(block.code, encoding="utf-8")
+    tests = re.findall(r"^def (test_\w+)", block.code, flags=re.MULTILINE)
+    command = [sys.executable, script.name]
+    if tests:  # a reader's test file: pytest runs it
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", script.name]
+    before = len(asked)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    where = f"README.md line {block.line}"
+    assert done.returncode == 0, (
+        f"{where}: the block exited with {done.returncode}\n{done.stdout}\n{done.stderr}"
+    )
+    if tests:
+        assert f"{len(tests)} passed" in done.stdout, f"{where}: {done.stdout}"
+    for promised in _promised_output(block.code):
+        assert promised in done.stdout, f"{where}: printed {done.stdout!r}, not {promised!r}"
+    sent = asked[before:]
+    if "OpenAIChatModel(" in block.code:
+        assert "/v1/chat/completions" in sent, f"{where}: no request reached the server"
+    if "AnthropicModel(" in block.code and "fallback_models" not in block.code:
+        assert "/v1/messages" in sent, f"{where}: no request reached the server"
+
+
+# -- the commands -------------------------------------------------------------------------------
+
+
+def _commands_named() -> list[tuple[int, str]]:
+    """``(line, command)`` for every ``agentledger COMMAND`` in the README's shell and text
+    blocks."""
+    named: list[tuple[int, str]] = []
+    for block in readme_blocks():
+        if block.language not in ("bash", "sh", "console", "text"):
+            continue
+        for offset, text in enumerate(block.code.splitlines(), start=1):
+            for match in re.finditer(r"(?:^|[\s;&|(])agentledger\s+([a-z][a-z-]*)", text):
+                named.append((block.line + offset, match.group(1)))
+    return named
+
+
+def test_the_readme_names_commands() -> None:
+    assert "demo" in {command for _, command in _commands_named()}
+
+
+@pytest.mark.parametrize("line,command", _commands_named(), ids=lambda v: str(v))
+def test_every_command_in_the_readme_exists(
+    line: int, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main([command, "--help"])
+    assert exited.value.code == 0, f"README.md line {line}: `agentledger {command}` is no command"

@@ -7,6 +7,7 @@ store by global position. ``RunIndex`` is one summary row per run; query its row
 the folds the engine decides from: a run's state, a key's ledger, the tools' health.
 """
 
+from ._critic_runs import AgentCriticRuns, CriticRun, CriticRuns, critic_runs_of
 from ._critic_stats import (
     CheckPassRate,
     CriticStats,
@@ -63,11 +64,14 @@ from ._tool_health import (
 
 __all__ = [
     "AccumulatingProjection",
+    "AgentCriticRuns",
     "AssistantMessage",
     "BatchProjection",
     "CheckPassRate",
     "CompactionPlan",
     "CriticProgress",
+    "CriticRun",
+    "CriticRuns",
     "CriticStats",
     "CriticStatsRows",
     "KeyRecord",
@@ -103,6 +107,7 @@ __all__ = [
     "accept_rate",
     "check_pass_rates",
     "circuit_open_until",
+    "critic_runs_of",
     "day_stream",
     "evolve_run",
     "fold",

@@ -63,8 +63,15 @@ def test_demo_then_every_read_command(tmp_path: Path, capsys: pytest.CaptureFixt
 
     assert main(["--db", str(db), "critic", "travel-assistant"]) == 0
     critic = capsys.readouterr().out
-    assert "accept rate of travel-assistant: 50.0%" in critic  # each run: one rejection, then ok
-    assert "required_keywords" in critic
+    # Counted per run, not per verdict: each run's first answer is rejected, its revision
+    # accepted, so both runs end accepted and none on the first answer.
+    assert (
+        "accept rate of travel-assistant: 100.0% (2 of 2 runs ended accepted; "
+        "0 on the first answer, 0 flagged)"
+    ) in critic
+    checks = {line.split()[0]: line.split()[1:] for line in critic.splitlines()[4:] if line}
+    assert checks["required_keywords"] == ["2", "0", "0.0%"]  # failed once in each run
+    assert checks["max_length"] == ["2", "2", "100.0%"]
 
     assert main(["--db", str(db), "tail"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -73,5 +80,11 @@ def test_demo_then_every_read_command(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_unknown_run_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--db", str(tmp_path / "empty.db"), "show", "nope"]) == 1
+    missing = tmp_path / "empty.db"
+    assert main(["--db", str(missing), "show", "nope"]) == 1
+    assert "no database at" in capsys.readouterr().err
+    assert not missing.exists()  # a read-only command leaves no empty database behind
+    assert main(["--db", str(missing), "demo"]) == 0
+    capsys.readouterr()
+    assert main(["--db", str(missing), "show", "nope"]) == 1
     assert "no run 'nope'" in capsys.readouterr().err

@@ -1,5 +1,9 @@
-"""The ``agentledger`` command line."""
+"""The ``agentledger`` command line (``python -m agentledger.engine`` runs it too).
 
-from ._cli import main
+Exit statuses: 0 ok, 1 not found (a run, the database, a user's ledger) or divergent (a
+replay), 2 usage (a bad option or value, an ambiguous run id prefix).
+"""
+
+from ._main import main
 
 __all__ = ["main"]

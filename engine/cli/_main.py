@@ -1,0 +1,81 @@
+"""``agentledger``: parse the command line, run the command, turn errors into one line.
+
+Every failure a user can cause or meet (a missing or foreign database, an unknown run, a store
+that is down, a damaged log) is one line on stderr and a documented exit status (``_errors``),
+never a traceback. A traceback means a bug in agentledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+from agentledger.engine._errors import EngineError
+from agentledger.events import EventStoreError
+from agentledger.projections import ProjectionError
+
+from ._args import build_parser
+from ._demo_cmd import command as demo
+from ._errors import EXIT_NOT_FOUND, CliError
+from ._health import command as health
+from ._maintenance import rebuild
+from ._output import Output, error
+from ._reports import critic, spend
+from ._runs import command as runs
+from ._show import command as show
+from ._tail import command as tail
+
+Command = Callable[[argparse.Namespace, Output], Awaitable[int]]
+
+COMMANDS: dict[str, Command] = {
+    "demo": demo,
+    "runs": runs,
+    "show": show,
+    "spend": spend,
+    "critic": critic,
+    "health": health,
+    "projections": rebuild,
+    "tail": tail,
+}
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    # A task group wraps what one of its tasks raised; the user's error is the one inside.
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _run(command: Command, options: argparse.Namespace) -> int:
+    try:
+        return await command(options, Output())
+    except BaseExceptionGroup as group:
+        raise _leaf(group) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``agentledger`` command; returns the exit status."""
+    options = build_parser().parse_args(argv)  # exits with 2 on a usage error
+    try:
+        return anyio.run(_run, COMMANDS[options.command], options)
+    except KeyboardInterrupt:
+        return 130
+    except CliError as exc:
+        error(str(exc))
+        return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (``agentledger tail | head``): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (EventStoreError, EngineError, ProjectionError, OSError) as exc:
+        # What a user can act on (a damaged or locked database, a server that is down).
+        error(str(exc) or type(exc).__name__)
+        return EXIT_NOT_FOUND
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,25 +13,21 @@ block's line in the README.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
+from wire_server import Asked, recorded_provider
 
 from agentledger.engine.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @dataclass(frozen=True)
@@ -68,74 +64,11 @@ def _promised_output(code: str) -> list[str]:
     return re.findall(r"^[ \t]*print\(.*\)\n[ \t]*# (.+)$", code, flags=re.MULTILINE)
 
 
-# -- the local provider -------------------------------------------------------------------------
-
-
-def _fixture(path: str) -> bytes:
-    return (FIXTURES / path).read_bytes()
-
-
-def _openai_reply(body: dict[str, Any]) -> bytes:
-    """A recorded OpenAI reply that fits the request: the weather tool calls when the request
-    offers ``get_weather`` and has no results yet, the answer after tool results, else a real
-    llama.cpp server's plain chat reply."""
-    messages = body.get("messages", [])
-    if any(m.get("role") == "tool" for m in messages):
-        return _fixture("openai/after_tools.response.json")
-    tools = {t["function"]["name"] for t in body.get("tools", [])}
-    if "get_weather" in tools:
-        return _fixture("openai/tool_calls.response.json")
-    return _fixture("wire/llama-cpp-server/01-chat.response.json")
-
-
-def _anthropic_reply(body: dict[str, Any]) -> bytes:
-    messages = body.get("messages", [])
-    results = any(
-        isinstance(m.get("content"), list)
-        and any(part.get("type") == "tool_result" for part in m["content"])
-        for m in messages
-    )
-    if not results and "get_weather" in {t["name"] for t in body.get("tools", [])}:
-        return _fixture("anthropic/tool_use.response.json")
-    return _fixture("anthropic/after_tools.response.json")
-
-
-class _Provider(BaseHTTPRequestHandler):
-    requests: list[str]  # the paths asked, shared by the server's handlers
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        self.requests.append(self.path)
-        if self.path == "/v1/chat/completions":
-            reply = _openai_reply(body)
-        elif self.path == "/v1/messages":
-            reply = _anthropic_reply(body)
-        else:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # quiet: pytest shows what matters
-
-
 @pytest.fixture(scope="module")
-def provider() -> Iterator[tuple[str, list[str]]]:
+def provider() -> Iterator[tuple[str, list[Asked]]]:
     """The local server's URL and the paths it was asked so far."""
-    asked: list[str] = []
-    handler = type("Provider", (_Provider,), {"requests": asked})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", asked
-    finally:
-        server.shutdown()
-        server.server_close()
+    with recorded_provider() as (url, asked):
+        yield url, asked
 
 
 # -- the python blocks --------------------------------------------------------------------------
@@ -147,7 +80,7 @@ def test_the_readme_has_python_blocks() -> None:
 
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda b: f"line-{b.line}")
 def test_python_block_runs_as_written(
-    block: Block, provider: tuple[str, list[str]], tmp_path: Path
+    block: Block, provider: tuple[str, list[Asked]], tmp_path: Path
 ) -> None:
     url, asked = provider
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
@@ -175,7 +108,7 @@ def test_python_block_runs_as_written(
         assert f"{len(tests)} passed" in done.stdout, f"{where}: {done.stdout}"
     for promised in _promised_output(block.code):
         assert promised in done.stdout, f"{where}: printed {done.stdout!r}, not {promised!r}"
-    sent = asked[before:]
+    sent = [path for path, _ in asked[before:]]
     if "OpenAIChatModel(" in block.code:
         assert "/v1/chat/completions" in sent, f"{where}: no request reached the server"
     if "AnthropicModel(" in block.code and "fallback_models" not in block.code:

@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from agentledger.events._time import utc_now
 
+from ._demo import add_demo_arguments
 from ._runs import STATUSES
 from ._store import DEFAULT_DB
 
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.set_defaults(json=False)
     commands = _Commands(parser)
-    commands.add("demo", "run the demo agent (scripted model, no network)")
+    add_demo_arguments(commands.add("demo", "run the demo agent (scripted model unless --model)"))
     _runs(commands.add("runs", "list runs, newest first", json=True))
     _show(commands.add("show", "one run: a summary, then its timeline as a tree", json=True))
     spend = commands.add("spend", "a user's settled spend per day", json=True)

@@ -1,27 +1,58 @@
-"""The demo agent behind ``agentledger demo``: the patterns in two short runs, no network.
+"""``agentledger demo``: the patterns in a few short runs, on a scripted model or a real one.
 
-A scripted model plays a travel assistant that first calls a tool with a wrong argument name
-(pattern 1: rejected and corrected), gets the weather from a fallback tier because the primary
-API is down (pattern 4), then sends the itinerary through a side-effecting tool (pattern 7). Its
-first answer forgets the city, which the critic sends back for a revision (pattern 6). Every
-call is priced and reserved against the demo surface's budget (pattern 5). The same user asks
-twice: the second run reuses the recorded email instead of sending it again.
+A travel assistant first calls a tool with a wrong argument name (pattern 1: rejected and
+corrected), gets the weather from a fallback tier because the primary API is down (pattern 4),
+then sends the itinerary through a side-effecting tool (pattern 7). The scripted model's first
+answer forgets the city, which the critic sends back for a revision (pattern 6). Every call is
+priced and reserved against the demo surface's budget (pattern 5). The same user asks twice: the
+second run reuses the recorded email instead of sending it again. Then the first run is replayed
+from its log.
+
+Without ``--model`` the model is scripted (no network, and the demo says so); with ``--model`` it
+is a real one: OpenAI's or Anthropic's API with the key from ``$OPENAI_API_KEY`` /
+``$ANTHROPIC_API_KEY``, or any OpenAI-compatible server at ``--base-url`` (a key is optional).
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from pydantic import BaseModel, Field
+from rich.text import Text
 
 from agentledger.engine._agent import Agent
-from agentledger.engine.models._model import ModelReply, ModelRequest
-from agentledger.engine.models._pricing import Price
+from agentledger.engine._engine import Engine
+from agentledger.engine.models._anthropic import AnthropicModel
+from agentledger.engine.models._model import Model, ModelReply, ModelRequest
+from agentledger.engine.models._openai import OpenAIChatModel
+from agentledger.engine.models._pricing import Price, lookup_price
 from agentledger.engine.policies._budget import BudgetPolicy, Budgets
 from agentledger.engine.policies._checks import MaxLength, RequiredKeywords
 from agentledger.engine.policies._critic import Critic
 from agentledger.engine.testing import call, reply
 from agentledger.engine.tools._tools import ToolContext, tool
+from agentledger.events import RecordedEvent
+from agentledger.events._time import utc_now
+
+from ._details import money
+from ._errors import UsageError
+from ._output import Output, text
+from ._runs import RunFilter, render_runs, select_runs
+from ._show import entry_text
+from ._store import open_store
+from ._timeline import Entry
+
+USER = "ada"
+TASK = "Plan my weekend in Lisbon"
+SYSTEM_PROMPT = (
+    "You plan short trips. Get the weather with get_weather, email the plan to ada@example.com "
+    "with send_itinerary, then answer in one or two sentences that name the city."
+)
+PROVIDERS = ("openai", "anthropic")
 
 
 class WeatherQuery(BaseModel):
@@ -70,9 +101,11 @@ class DemoModel:
                     call("send_itinerary", {"to": "ada@example.com", "body": body}, id="m1")
                 ]
             )
+        system = request.messages[0].content if request.messages[0].role == "system" else ""
+        weather = "75°F" if "Fahrenheit" in system else "24°C"
         if request.messages[-1].role == "user":  # the critic asked for a revision
-            return reply("Your Lisbon itinerary is in your inbox. Expect sun, 24°C.")
-        return reply("Your itinerary is in your inbox. Expect sun, 24°C.")
+            return reply(f"Your Lisbon itinerary is in your inbox. Expect sun, {weather}.")
+        return reply(f"Your itinerary is in your inbox. Expect sun, {weather}.")
 
 
 DEMO_BUDGETS = Budgets(
@@ -81,12 +114,169 @@ DEMO_BUDGETS = Budgets(
 """The demo surface's caps: five cents a run, a dollar a day per user."""
 
 
-def demo_agent() -> Agent:
-    """The demo agent, with its scripted model and its critic."""
+def demo_agent(
+    model: Model | None = None,
+    *,
+    prices: Mapping[str, Price] | None = None,
+    system_prompt: str = SYSTEM_PROMPT,
+) -> Agent:
+    """The demo agent with its critic, on ``model`` (default: the scripted ``DemoModel``)."""
     return Agent(
         name="travel-assistant",
-        model=DemoModel(),
-        system_prompt="You plan short trips.",
+        model=model or DemoModel(),
+        system_prompt=system_prompt,
         tools=[get_weather, send_itinerary],
-        critic=Critic([RequiredKeywords(["Lisbon"]), MaxLength(chars=400)]),
+        critic=Critic([RequiredKeywords(["Lisbon"]), MaxLength(chars=600)]),
+        max_tokens=400,
+        prices=dict(prices or {}),
     )
+
+
+# -- which model ---------------------------------------------------------------------------------
+
+
+class DemoModelError(UsageError):
+    """Raised when ``--model`` cannot be used as given (no key and no base URL, say)."""
+
+
+@dataclass(frozen=True)
+class DemoSetup:
+    """The model the demo runs on, what to tell the reader about it, and prices to add."""
+
+    model: Model | None
+    """``None``: the scripted ``DemoModel``."""
+    label: str
+    prices: Mapping[str, Price] = field(default_factory=dict)
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options: ``--model``, ``--base-url``, ``--provider``."""
+    parser.add_argument(
+        "--model",
+        metavar="NAME",
+        help="run on this real model (key from $OPENAI_API_KEY or $ANTHROPIC_API_KEY) "
+        "instead of the scripted one",
+    )
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="an OpenAI-compatible server for --model, e.g. http://127.0.0.1:8080/v1 "
+        "(a key is optional)",
+    )
+    parser.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        help="the API --model speaks (default: anthropic for claude-* names, else openai)",
+    )
+
+
+def demo_setup(
+    model: str | None,
+    *,
+    base_url: str | None = None,
+    provider: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> DemoSetup:
+    """The model ``--model``/``--base-url``/``--provider`` ask for, checked before any run."""
+    if model is None:
+        if base_url is not None or provider is not None:
+            raise DemoModelError("--base-url and --provider need --model NAME")
+        keys = [k for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY") if environ.get(k)]
+        why = "no --model given" if keys else "no API key"
+        return DemoSetup(None, f"scripted model ({why}): no network, the same answers each time")
+    if not model.strip():
+        raise DemoModelError("--model needs a model name")
+    provider = provider or ("anthropic" if model.startswith("claude") else "openai")
+    key_name = "ANTHROPIC_API_KEY" if provider == "anthropic" else "OPENAI_API_KEY"
+    key = environ.get(key_name) or None
+    if key is None and base_url is None:
+        raise DemoModelError(
+            f"--model {model} needs ${key_name} (or --base-url URL for a compatible server, "
+            f"or no --model for the scripted demo)"
+        )
+    client: Model
+    if provider == "anthropic":
+        client = AnthropicModel(model, api_key=key, base_url=base_url, timeout=60.0)
+    else:
+        client = OpenAIChatModel(model, api_key=key, base_url=base_url, timeout=60.0)
+    where = base_url or ("Anthropic's API" if provider == "anthropic" else "OpenAI's API")
+    label = f"{model} at {where} ({provider} wire format)"
+    if lookup_price(model, provider) is not None:
+        return DemoSetup(client, label)
+    if base_url is None:
+        return DemoSetup(client, label)  # the agent says the price is unknown, in one line
+    free = Price(input_per_mtok=Decimal(0), output_per_mtok=Decimal(0))
+    return DemoSetup(client, f"{label}; no listed price, counted as $0", {model: free})
+
+
+# -- the demo ------------------------------------------------------------------------------------
+
+
+def _line(out: Output, recorded: RecordedEvent, start: RecordedEvent | None) -> None:
+    at = start.event.at if start is not None else None
+    out.print(Text.assemble("  ", entry_text(Entry(recorded.version, recorded.event), at)))
+
+
+async def command(options: argparse.Namespace, out: Output) -> int:
+    """Run the demo: two runs for one user, the spend, then a replay of the first run."""
+    setup = demo_setup(
+        getattr(options, "model", None),
+        base_url=getattr(options, "base_url", None),
+        provider=getattr(options, "provider", None),
+    )
+    agent = demo_agent(setup.model, prices=setup.prices)
+    out.line(f"agentledger demo: the event log is {options.db}")
+    out.line(f"Model: {setup.label}")
+    run_ids: list[str] = []
+    sent = reused = 0
+    async with (
+        open_store(options.db, create=True) as store,
+        Engine(store, budgets=DEMO_BUDGETS, agents=[agent]) as engine,
+    ):
+        for attempt in (1, 2):
+            out.line()
+            if attempt == 1:
+                out.line(f"Run 1: {TASK!r} for user {USER}, events as they commit:", "bold")
+            else:
+                out.line("Run 2: the same request again (its tool calls and answer):", "bold")
+            first: RecordedEvent | None = None
+            async for recorded in engine.stream(agent, TASK, user_id=USER, surface="demo"):
+                event = recorded.event
+                first = first or recorded
+                sent += event.type == "tool_call_succeeded" and event.tool_name == "send_itinerary"
+                reused += event.type == "tool_result_reused"
+                if attempt == 1 or event.type.startswith("tool_") or event.type.startswith("run_"):
+                    _line(out, recorded, first)
+            assert first is not None
+            run_ids.append(first.event.run_id)
+        out.line()
+        out.line(
+            f"Emails sent: {sent}; sends answered from the idempotency ledger instead: {reused}."
+        )
+        costs = [(await engine.result(run_id)).cost_usd for run_id in run_ids]
+        day = await engine.spend_for_user(USER, DEMO_BUDGETS.day(utc_now()))
+        cap = DEMO_BUDGETS.policy("demo").per_user_day_usd
+        out.line(
+            f"Spend: run 1 {money(costs[0])}, run 2 {money(costs[1])}; {USER} today "
+            f"{money(day.settled)} settled of a {money(cap or Decimal(0))} daily cap "
+            f"(each call reserved its worst case first)."
+        )
+        report = await engine.replay(run_ids[0])
+        out.line()
+        verdict = "identical" if report.matches else f"diverged: {report.divergence}"
+        out.line(
+            f"Replay of run 1 from its log: {verdict} ({len(report.replayed)} events; "
+            f"no model called, no tool run, nothing written)."
+        )
+        out.line()
+        out.line("Runs in the log, newest first:", "bold")
+        render_runs(out, await select_runs(store, RunFilter(limit=10)))
+    out.line()
+    out.print(
+        text(
+            f"Next: agentledger show RUN (an id prefix will do), show RUN --context 2, "
+            f"spend {USER}, critic {agent.name}, health, tail  (--db {options.db})",
+            "dim",
+        )
+    )
+    return 0

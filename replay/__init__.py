@@ -6,6 +6,9 @@ interrupted; the engine hands in how a run is driven (``RunDriver``), so this pa
 imports the engine. When the replayed run asks for something the recording does not hold next,
 the ``ReplayReport`` says where (recorded version, expected, actual); ``check()`` raises
 ``NondeterminismError`` for it.
+
+``export_history`` writes runs as a JSON-lines history file and ``import_history`` appends one
+to any store, idempotent by event id (the file format is described in ``_history``).
 """
 
 from ._answers import ReplayIds, ScratchStore, TapeAnswers
@@ -16,11 +19,29 @@ from ._divergence import (
     first_divergence,
     stable_fields,
 )
+from ._history import (
+    ExportReport,
+    HistoryConflictError,
+    HistoryError,
+    HistoryFormatError,
+    HistoryRunNotFoundError,
+    ImportReport,
+    export_history,
+    find_runs,
+    history_line,
+    import_history,
+)
 from ._replayer import Replayer, ReplayReport, RunDriver
 from ._tape import Interruption, ModelAttempt, Tape
 
 __all__ = [
     "Divergence",
+    "ExportReport",
+    "HistoryConflictError",
+    "HistoryError",
+    "HistoryFormatError",
+    "HistoryRunNotFoundError",
+    "ImportReport",
     "Interruption",
     "ModelAttempt",
     "NondeterminismError",
@@ -32,6 +53,10 @@ __all__ = [
     "ScratchStore",
     "Tape",
     "TapeAnswers",
+    "export_history",
+    "find_runs",
     "first_divergence",
+    "history_line",
+    "import_history",
     "stable_fields",
 ]

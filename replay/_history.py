@@ -322,6 +322,9 @@ def _read(lines: Iterable[bytes], codec: EventCodec) -> tuple[list[str], list[_L
             f"the header announces {header['events']} events, the file holds {len(checked)} "
             "(cut off?)",
         )
+    empty = [run_id for run_id in wanted if run_stream(run_id) not in heads]
+    if empty:
+        raise HistoryFormatError(1, f"the header names {len(empty)} run(s) with no events")
     return runs, checked
 
 
@@ -398,20 +401,19 @@ def _check_membership(line: _Line, runs: set[str], heads: dict[str, int]) -> Non
 async def _import_chunk(store: EventStore, lines: list[_Line]) -> tuple[int, int]:
     """Append what of ``lines`` the store lacks in one transaction; (appended, already there).
 
-    A concurrent import of the same file may append some of them first: then the store refuses
-    the batch as a duplicate and the chunk is looked at again.
+    The chunk is first appended whole: the store refuses it as a duplicate when it holds any of
+    its ids (judging ids before versions), and only then is each event looked up and compared.
+    A concurrent import of the same file may append some of them in between: the chunk is
+    looked at again.
     """
+    missing = lines
     while True:
-        missing: list[_Line] = []
-        for line in lines:
-            if await _already_there(store, line):
-                continue
-            missing.append(line)
-        if not missing:
-            return 0, len(lines)
         try:
             await store.append(*_appends(missing))
         except DuplicateEventError:
+            missing = [line for line in lines if not await _already_there(store, line)]
+            if not missing:
+                return 0, len(lines)
             continue
         except _StoreConcurrencyError as exc:
             raise HistoryConflictError(

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from golden.agents import BUDGETS, SCENARIOS, critic_agent, degraded_agent
 
 from agentledger.engine import Agent, Engine
-from agentledger.events import EventStore, SqliteEventStore
+from agentledger.events import EventCodec, EventStore, RunStarted, SqliteEventStore
 from agentledger.replay import ReplayReport, import_history
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -83,3 +84,32 @@ async def test_a_renamed_tool_tier_diverges_where_the_recorded_tier_answered(
         "cache",
     )
     assert divergence.actual == {"call_id": "c1", "tier": "stale"}
+
+
+async def test_a_golden_history_of_an_older_schema_replays_through_an_upcaster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if the file had been recorded when run_started was at schema version 1 and called its
+    # task "goal", and run_started has since moved to version 2.
+    lines = (GOLDEN / "critic.jsonl").read_bytes().splitlines(keepends=True)
+    first = orjson.loads(lines[1])
+    assert first["type"] == "run_started"
+    first["schema_version"] = 1
+    first["event"]["goal"] = first["event"].pop("task")
+    lines[1] = orjson.dumps(first) + b"\n"
+    old = tmp_path / "critic-v1.jsonl"
+    old.write_bytes(b"".join(lines))
+    monkeypatch.setattr(RunStarted, "schema_version", 2)
+
+    def upcast(raw: dict[str, Any]) -> dict[str, Any]:
+        raw = dict(raw)
+        raw["task"] = raw.pop("goal")
+        return raw
+
+    codec = EventCodec()
+    codec.register_upcaster("run_started", 1, upcast)
+    async with SqliteEventStore(tmp_path / "golden.db", codec=codec) as store:
+        await import_history(store, old, codec=codec)
+        async with Engine(store, budgets=BUDGETS) as engine:
+            report = await engine.replay(SCENARIOS["critic"].run_id, agent=critic_agent())
+    assert report.divergence is None, report.divergence

@@ -4,13 +4,16 @@ are not histories."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -352,6 +355,7 @@ BROKEN: dict[str, Callable[[list[bytes]], list[bytes]]] = {
         ls[2],
     ],
     "a run not in the header": lambda ls: [_edit(ls[0], runs=["r2"]), *ls[1:]],
+    "a run of the header without events": lambda ls: [_edit(ls[0], runs=["r1", "r2"]), *ls[1:]],
     "a cut-off file": lambda ls: ls[:2],
     "a blank line": lambda ls: [ls[0], b"\n", *ls[1:]],
 }
@@ -366,6 +370,7 @@ WHERE = {
     "an unknown event type": 3,
     "an event not valid for its type": 2,
     "a run not in the header": 2,
+    "a run of the header without events": 1,
     "a cut-off file": 2,
     "a blank line": 2,
 }
@@ -414,3 +419,25 @@ async def test_old_schema_versions_are_lifted_by_the_upcasters(
     assert stored[0].schema_version == 2  # written again in the current shape
     started = stored[0].event
     assert isinstance(started, RunStarted) and started.task == SECRET
+
+
+# -- the benchmark, small ------------------------------------------------------------------------
+
+
+def _benchmark() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "bench_histories", Path(__file__).resolve().parent.parent / "benchmarks" / "histories.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_histories_benchmark_moves_every_event_and_reports_its_rates() -> None:
+    figures = await _benchmark().measure(runs=6)  # it checks the imported stores itself
+    # Each run: its stream, plus its day-ledger and key-ledger entries.
+    assert figures["runs"] == 6 and figures["events"] == 6 * 30
+    for name in ("export_events_per_s", "import_events_per_s", "reimport_events_per_s"):
+        assert figures[name] > 0

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -39,7 +40,24 @@ def test_the_scripted_demo_says_so_and_shows_each_pattern(
     assert "Emails sent: 1; sends answered from the idempotency ledger instead: 1." in out
     assert "Spend: run 1 $0.00002250, run 2 $0.00002250; ada today $0.00004500 settled" in out
     assert "Replay of run 1 from its log: identical" in out
-    assert took < 10, f"the demo took {took:.1f} s"  # about 0.5 s here; generous for CI
+    # The fork under the changed prompt answers in Fahrenheit; its send is not made again.
+    assert "  -Your Lisbon itinerary is in your inbox. Expect sun, 24°C." in out
+    assert "  +Your Lisbon itinerary is in your inbox. Expect sun, 75°F." in out
+    assert "its email send was reused, not sent again." in out
+    assert "Trace of run 1 from its log: 10 OpenTelemetry spans (5 chat, 3 execute_tool" in out
+    assert "  10 spans exported through the OpenTelemetry SDK" in out
+    assert took < 10, f"the demo took {took:.1f} s"  # under 1 s here; generous for CI
+
+
+def test_without_the_otel_extra_the_demo_says_the_trace_is_not_exported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if opentelemetry-sdk were not installed: importing it raises ImportError.
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace.export.in_memory_span_exporter", None)
+    assert main(["--db", str(tmp_path / "demo.db"), "demo"]) == 0
+    out = capsys.readouterr().out
+    assert "Trace of run 1 from its log: 10 OpenTelemetry spans" in out
+    assert "Not exported: the 'otel' extra is not installed" in out
 
 
 def test_the_demo_runs_on_a_real_model_at_a_base_url(

@@ -6,7 +6,8 @@ then sends the itinerary through a side-effecting tool (pattern 7). The scripted
 answer forgets the city, which the critic sends back for a revision (pattern 6). Every call is
 priced and reserved against the demo surface's budget (pattern 5). The same user asks twice: the
 second run reuses the recorded email instead of sending it again. Then the first run is replayed
-from its log.
+from its log (identical), forked with a changed prompt (the answers' diff), and its trace is
+built as OpenTelemetry spans and exported through the SDK when the ``otel`` extra is installed.
 
 Without ``--model`` the model is scripted (no network, and the demo says so); with ``--model`` it
 is a real one: OpenAI's or Anthropic's API with the key from ``$OPENAI_API_KEY`` /
@@ -30,13 +31,15 @@ from agentledger.engine.models._anthropic import AnthropicModel
 from agentledger.engine.models._model import Model, ModelReply, ModelRequest
 from agentledger.engine.models._openai import OpenAIChatModel
 from agentledger.engine.models._pricing import Price, lookup_price
+from agentledger.engine.otel import OtelNotInstalledError, build_spans, export_run
 from agentledger.engine.policies._budget import BudgetPolicy, Budgets
 from agentledger.engine.policies._checks import MaxLength, RequiredKeywords
 from agentledger.engine.policies._critic import Critic
 from agentledger.engine.testing import call, reply
 from agentledger.engine.tools._tools import ToolContext, tool
-from agentledger.events import RecordedEvent
+from agentledger.events import EventStore, RecordedEvent
 from agentledger.events._time import utc_now
+from agentledger.projections import run_stream
 
 from ._details import money
 from ._errors import UsageError
@@ -52,6 +55,8 @@ SYSTEM_PROMPT = (
     "You plan short trips. Get the weather with get_weather, email the plan to ada@example.com "
     "with send_itinerary, then answer in one or two sentences that name the city."
 )
+FORK_PROMPT = SYSTEM_PROMPT + " Give temperatures in Fahrenheit."
+"""The changed prompt of the demo's fork: the scripted model answers in °F under it."""
 PROVIDERS = ("openai", "anthropic")
 
 
@@ -212,13 +217,75 @@ def demo_setup(
 # -- the demo ------------------------------------------------------------------------------------
 
 
+def _counts(names: list[str]) -> str:
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+    return ", ".join(f"{count} {name}" for name, count in seen.items())
+
+
+async def _fork(out: Output, engine: Engine, agent: Agent, run_id: str) -> None:
+    """Fork ``run_id`` at its start with a changed prompt, run the fork, show the diff."""
+    changed = demo_agent(agent.model, prices=agent.prices, system_prompt=FORK_PROMPT)
+    report = await engine.whatif([run_id], changed, allow_side_effects=True)
+    out.line()
+    out.line('Fork of run 1 with a changed prompt (+ "Give temperatures in Fahrenheit."):', "bold")
+    if not report.runs:
+        out.line(f"  not run: {'; '.join(skip.reason for skip in report.skipped)}")
+        return
+    [fork] = report.runs
+    reused = sum(
+        r.event.type == "tool_result_reused"
+        for r in await engine.store.read_stream(run_stream(fork.fork_id))
+    )
+    if not fork.output_changed:
+        out.line(f"  the same answer: {fork.new.output!r}")
+    for line in fork.diff.splitlines():
+        if not line.startswith(("---", "+++", "@@")):
+            out.line(f"  {line}", "red" if line.startswith("-") else "green")
+    out.line(
+        f"  fork {fork.fork_id}: {fork.new.status}, {money(fork.new_spend_usd)} for its model "
+        f"calls; its email send was {'reused, not sent again' if reused else 'run'}."
+    )
+
+
+async def _trace(out: Output, store: EventStore, run_id: str) -> None:
+    """The run's OpenTelemetry spans, built from the log, and their export through the SDK."""
+    spans = build_spans(await store.read_stream(run_stream(run_id)))
+    out.line()
+    kinds = _counts([span.name.split(" ")[0] for span in spans])
+    out.line(f"Trace of run 1 from its log: {len(spans)} OpenTelemetry spans ({kinds}).")
+    try:
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+    except ImportError:
+        out.line(
+            "  Not exported: the 'otel' extra is not installed (pip install 'agentledger[otel]')."
+        )
+        return
+    exporter = InMemorySpanExporter()
+    try:
+        exported = await export_run(store, run_id, exporter)
+    except OtelNotInstalledError as exc:
+        out.line(f"  Not exported: {exc}")
+        return
+    finally:
+        exporter.shutdown()
+    out.line(
+        f"  {exported} spans exported through the OpenTelemetry SDK (to memory here; "
+        f"otlp_exporter() sends them to a collector)."
+    )
+
+
 def _line(out: Output, recorded: RecordedEvent, start: RecordedEvent | None) -> None:
     at = start.event.at if start is not None else None
     out.print(Text.assemble("  ", entry_text(Entry(recorded.version, recorded.event), at)))
 
 
 async def command(options: argparse.Namespace, out: Output) -> int:
-    """Run the demo: two runs for one user, the spend, then a replay of the first run."""
+    """Run the demo: two runs for one user, the spend, then a replay of the first run, a fork
+    of it with a changed prompt, and its trace."""
     setup = demo_setup(
         getattr(options, "model", None),
         base_url=getattr(options, "base_url", None),
@@ -268,6 +335,8 @@ async def command(options: argparse.Namespace, out: Output) -> int:
             f"Replay of run 1 from its log: {verdict} ({len(report.replayed)} events; "
             f"no model called, no tool run, nothing written)."
         )
+        await _fork(out, engine, agent, run_ids[0])
+        await _trace(out, store, run_ids[0])
         out.line()
         out.line("Runs in the log, newest first:", "bold")
         render_runs(out, await select_runs(store, RunFilter(limit=10)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ import pytest
 from wire_server import Asked, recorded_provider
 
 from agentledger.engine.cli import main as cli_main
+from agentledger.engine.cli._args import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -129,6 +131,27 @@ def _commands_named() -> list[tuple[int, str]]:
             for match in re.finditer(r"(?:^|[\s;&|(])agentledger\s+([a-z][a-z-]*)", text):
                 named.append((block.line + offset, match.group(1)))
     return named
+
+
+def _shell_command_lines() -> list[tuple[int, str]]:
+    """``(line, text)`` of every line of a shell block that is one ``agentledger`` command."""
+    found: list[tuple[int, str]] = []
+    for block in readme_blocks():
+        if block.language in ("bash", "sh", "console"):
+            for offset, text in enumerate(block.code.splitlines(), start=1):
+                command = text.split("#", 1)[0].strip()
+                if command.startswith("agentledger ") and not re.search(r"[|&;<>]", command):
+                    found.append((block.line + offset, command))
+    return found
+
+
+@pytest.mark.parametrize("line,command", _shell_command_lines(), ids=lambda v: str(v))
+def test_every_shell_command_line_parses(line: int, command: str) -> None:
+    """Options too: the whole line as the command's parser reads it (nothing is run)."""
+    try:
+        build_parser().parse_args(shlex.split(command)[1:])
+    except SystemExit as exited:
+        pytest.fail(f"README.md line {line}: `{command}` does not parse ({exited.code})")
 
 
 def test_the_readme_names_commands() -> None:

@@ -51,7 +51,7 @@ def test_demo_then_every_read_command(tmp_path: Path, capsys: pytest.CaptureFixt
         "started",
     ]
     run_ids = [line.split()[0] for line in runs[2:]]
-    assert len(run_ids) == 2
+    assert len(run_ids) == 3  # two runs and the fork of the first under a changed prompt
     assert all(" completed " in line for line in runs[2:])
 
     assert main(["--db", str(db), "show", run_ids[0]]) == 0
@@ -64,14 +64,14 @@ def test_demo_then_every_read_command(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["--db", str(db), "critic", "travel-assistant"]) == 0
     critic = capsys.readouterr().out
     # Counted per run, not per verdict: each run's first answer is rejected, its revision
-    # accepted, so both runs end accepted and none on the first answer.
+    # accepted, so all three runs (the fork too) end accepted and none on the first answer.
     assert (
-        "accept rate of travel-assistant: 100.0% (2 of 2 runs ended accepted; "
+        "accept rate of travel-assistant: 100.0% (3 of 3 runs ended accepted; "
         "0 on the first answer, 0 flagged)"
     ) in critic
     checks = {line.split()[0]: line.split()[1:] for line in critic.splitlines()[4:] if line}
-    assert checks["required_keywords"] == ["2", "0", "0.0%"]  # failed once in each run
-    assert checks["max_length"] == ["2", "2", "100.0%"]
+    assert checks["required_keywords"] == ["3", "0", "0.0%"]  # failed once in each run
+    assert checks["max_length"] == ["3", "3", "100.0%"]
 
     assert main(["--db", str(db), "tail"]) == 0
     lines = capsys.readouterr().out.splitlines()

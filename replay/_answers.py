@@ -20,6 +20,7 @@ from agentledger.events import (
     ModelCallRequested,
     ModelCallResponded,
     RecordedEvent,
+    RunStarted,
     StreamAppend,
     ToolCallIntended,
     ToolCallReconciled,
@@ -31,7 +32,8 @@ from agentledger.projections._keys import KeyRecord, fold_key
 from agentledger.projections._spend import LedgerState, fold_ledger
 from agentledger.projections._streams import key_stream, run_stream
 
-from ._tape import Interrupted, Interruption, Tape
+from ._divergence import Divergence, stable_fields
+from ._tape import Diverged, Interrupted, Interruption, Tape
 
 
 class ScratchStore(MemoryEventStore):
@@ -237,6 +239,20 @@ class TapeAnswers:
         self.ledgers = TapeLedgers(self.tape, self.store, self.scratch)
         self.keys = TapeKeys(self.tape, self.store, self.scratch)
         self.gate = TapeGate(self.tape)
+
+    def check_start(self, started: RunStarted) -> None:
+        """Raise the divergence if the replayed run starts otherwise than recorded (another
+        agent, model, prompt or task). A run writes nothing before its first model reply, so
+        without this check a changed prompt would first show as a changed model request."""
+        recorded = self.tape.events[0]
+        want, got = stable_fields(recorded.event), stable_fields(started)
+        if want != got:
+            fields = ", ".join(
+                sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+            )
+            raise Diverged(
+                Divergence(recorded.version, want, got, f"run_started differs in {fields}")
+            )
 
     def next_interruption(self) -> Interruption | None:
         """Where the recorded run was interrupted next, if anywhere."""

@@ -1,5 +1,6 @@
-"""Forks on real SQLite: the copy folds to the original's state, records its lineage, goes on
-live with another agent, charges the day ledger once for what it copied, and replays."""
+"""Forks on real stores (SQLite, and every backend where a test takes ``store``): the copy folds
+to the original's state, records its lineage, goes on live with another agent, charges the day
+ledger once for what it copied, leaves confirmations to the fork, and replays."""
 
 from __future__ import annotations
 
@@ -82,9 +83,9 @@ def _comparable(state: object, run_id: str) -> str:
 
 
 async def test_a_fork_folds_to_the_originals_state_at_every_resumable_version(
-    tmp_path: Path,
+    store: EventStore,
 ) -> None:
-    async with SqliteEventStore(tmp_path / "runs.db") as store, engine_on(store) as engine:
+    async with engine_on(store) as engine:
         run_id = await record(engine)
         original = await store.read_stream(f"run-{run_id}")
         assert len(original) == 14
@@ -123,9 +124,9 @@ async def test_a_fork_point_with_work_in_flight_is_refused(
 
 
 async def test_a_fork_goes_on_live_with_another_model_and_charges_only_its_own_calls(
-    tmp_path: Path,
+    store: EventStore,
 ) -> None:
-    async with SqliteEventStore(tmp_path / "runs.db") as store, engine_on(store) as engine:
+    async with engine_on(store) as engine:
         run_id = await record(engine)
         day = f"budget-ada-{DAY.isoformat()}"
         ledger_before = await store.read_stream(day)
@@ -210,3 +211,46 @@ async def test_a_continued_fork_replays_and_its_changed_agent_reproduces_it(
         assert [r.event.type for r in report.replayed] == [r.event.type for r in report.recorded]
         # With the original agent, the fork's own part diverges (another model was asked).
         assert not (await engine.replay(fork_id, agent=forecaster("Clear in Oslo."))).matches
+
+
+class Transfer(BaseModel):
+    to: str
+
+
+@tool(confirm=True, preview=lambda a: f"Pay {a.to}")
+async def pay(args: Transfer, ctx: ToolContext) -> str:
+    """Pay someone."""
+    EXECUTIONS.append(f"pay:{args.to}")
+    return "paid"
+
+
+async def test_a_call_awaiting_confirmation_awaits_the_forks_own_approval(
+    tmp_path: Path,
+) -> None:
+    def payer() -> Agent:
+        model = ScriptedModel(
+            lambda request: (
+                reply("Done.")
+                if any(m.role == "tool" for m in request.messages)  # type: ignore[attr-defined]
+                else reply(tool_calls=[call("pay", {"to": "bob"}, id="p1")])
+            ),
+            name="m",
+        )
+        return Agent(name="payer", model=model, tools=[pay])
+
+    async with SqliteEventStore(tmp_path / "runs.db") as store, engine_on(store) as engine:
+        paused = await engine.run(payer(), "Pay bob.", user_id="ada", surface="free")
+        assert paused.status == "paused" and paused.pending_confirmations == ("p1",)
+        at = await store.stream_version(f"run-{paused.run_id}")
+        await engine.approve(paused.run_id, "p1")
+        assert (await engine.resume(paused.run_id)).output == "Done."
+        assert EXECUTIONS.count("pay:bob") == 1
+
+        # Forked where the original waited: the original's later approval is not copied.
+        fork_id = await engine.fork(paused.run_id, at_version=at, agent=payer())
+        waiting = await engine.resume(fork_id)
+        assert waiting.status == "paused" and waiting.pending_confirmations == ("p1",)
+        assert EXECUTIONS.count("pay:bob") == 1
+        await engine.deny(fork_id, "p1", reason="not in the what-if")
+        denied = await engine.resume(fork_id)
+        assert denied.output == "Done." and EXECUTIONS.count("pay:bob") == 1

@@ -71,15 +71,15 @@ async def test_a_changed_agent_diverges_in_every_run_of_its_name_and_says_where(
         assert report.total == 3 and not report.ok and not report.identical
         assert [d.run_id for d in report.divergent] == runs["helper"]  # in start order
         first = report.divergent[0]
-        # Nothing of the run is written before its first model reply, so the first difference
-        # is the request the changed prompt makes (version 3, after the start and the turn).
-        assert (first.agent, first.version) == ("helper", 3)
-        assert first.reason == "the model was sent another request than recorded"
+        # The run starts otherwise than recorded: that is where it is reported, even though a
+        # run writes nothing before its first model reply.
+        assert (first.agent, first.version) == ("helper", 1)
+        assert first.reason == "run_started differs in system_prompt"
         assert first.recorded is not None and first.replayed is not None
-        assert first.recorded["type"] == "model_call_requested"
-        assert first.recorded["request_digest"] != first.replayed["request_digest"]
+        assert first.recorded["system_prompt"].startswith("Be brief.")
+        assert first.replayed["system_prompt"].startswith("Be very brief.")
         entry = json.loads(json.dumps(report.to_dict()))["divergent"][0]
-        assert entry["version"] == 3 and entry["recorded"]["model"] == "m"
+        assert entry["version"] == 1 and entry["recorded"]["system_prompt"].startswith("Be brief.")
 
         # A filter narrows the batch; a mapping swaps agents by name.
         ada = await engine.replay_all(RunFilter(user_id="ada"), agent={"helper": changed})

@@ -57,6 +57,7 @@ async def test_a_run_becomes_an_agent_span_with_its_model_attempts_and_tool_call
     (weather,) = [t for t in tools if t.attributes["gen_ai.tool.call.id"] == "c1"]
     assert tier.parent_span_id == weather.span_id
     assert len({s.span_id for s in spans}) == len(spans)
+    assert {s.attributes["gen_ai.conversation.id"] for s in spans} == {"r1"}
 
     # The run: its first and last events' times, the conventions' names, the run's totals.
     started = of_type(events, "run_started")[0]

@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = action.add_parser(
         "rebuild",
         help="fold the whole log again into the saved projections",
-        parents=[_shared(json=False)],
+        parents=[_shared(json=True)],
     )
     rebuild.add_argument("names", nargs="*", metavar="NAME", help="only these (default: all)")
     tail = commands.add("tail", "print the log as JSON lines")

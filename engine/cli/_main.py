@@ -20,7 +20,7 @@ from agentledger.projections import ProjectionError
 
 from ._args import build_parser
 from ._demo_cmd import command as demo
-from ._errors import EXIT_NOT_FOUND, CliError
+from ._errors import EXIT_NOT_FOUND, EXIT_USAGE, CliError
 from ._health import command as health
 from ._maintenance import rebuild
 from ._output import Output, error
@@ -59,7 +59,10 @@ async def _run(command: Command, options: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``agentledger`` command; returns the exit status."""
-    options = build_parser().parse_args(argv)  # exits with 2 on a usage error
+    try:
+        options = build_parser().parse_args(argv)
+    except SystemExit as exit:  # argparse: 2 after a usage error, 0 after --help or --version
+        return exit.code if isinstance(exit.code, int) else EXIT_USAGE
     try:
         return anyio.run(_run, COMMANDS[options.command], options)
     except KeyboardInterrupt:

@@ -6,9 +6,24 @@ interrupted; the engine hands in how a run is driven (``RunDriver``), so this pa
 imports the engine. When the replayed run asks for something the recording does not hold next,
 the ``ReplayReport`` says where (recorded version, expected, actual); ``check()`` raises
 ``NondeterminismError`` for it.
+
+Over many runs: ``Replayer.replay_all`` replays a batch into one ``ReplayBatch`` (identical,
+divergent, errors). Forks: ``fork_state`` checks a fork point and ``forked_events`` makes the
+copy (see ``_fork`` for what a copy means for budgets, side effects and confirmations); a
+what-if (``run_whatif``) forks many runs with a changed agent and compares old and new
+(``WhatIfReport``). The engine's ``replay_all``, ``fork`` and ``whatif`` are the usual way in.
 """
 
 from ._answers import ReplayIds, ScratchStore, TapeAnswers
+from ._batch import (
+    ReplayBatch,
+    ReplayProgress,
+    RunDivergence,
+    RunReplayError,
+    UnknownAgentError,
+    UnknownRunError,
+    jsonable,
+)
 from ._divergence import (
     Divergence,
     NondeterminismError,
@@ -16,22 +31,52 @@ from ._divergence import (
     first_divergence,
     stable_fields,
 )
+from ._fork import ForkError, fork_state, forked_events, lineage
 from ._replayer import Replayer, ReplayReport, RunDriver
 from ._tape import Interruption, ModelAttempt, Tape
+from ._whatif import (
+    RunOutcome,
+    WhatIfError,
+    WhatIfProgress,
+    WhatIfReport,
+    WhatIfRun,
+    WhatIfSkip,
+    compare,
+    run_whatif,
+)
 
 __all__ = [
     "Divergence",
+    "ForkError",
     "Interruption",
     "ModelAttempt",
     "NondeterminismError",
+    "ReplayBatch",
     "ReplayError",
     "ReplayIds",
+    "ReplayProgress",
     "ReplayReport",
     "Replayer",
+    "RunDivergence",
     "RunDriver",
+    "RunOutcome",
+    "RunReplayError",
     "ScratchStore",
     "Tape",
     "TapeAnswers",
+    "UnknownAgentError",
+    "UnknownRunError",
+    "WhatIfError",
+    "WhatIfProgress",
+    "WhatIfReport",
+    "WhatIfRun",
+    "WhatIfSkip",
+    "compare",
     "first_divergence",
+    "fork_state",
+    "forked_events",
+    "jsonable",
+    "lineage",
+    "run_whatif",
     "stable_fields",
 ]

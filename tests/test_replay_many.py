@@ -1,0 +1,126 @@
+"""Replay of many runs on real SQLite: a batch of identical runs, a changed agent diverging in
+every run of its name, and one run's trouble (no run, unknown agent, a damaged event) reported
+as that run's entry while the others replay."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agentledger.engine import Agent, Engine
+from agentledger.engine.testing import FakeClock, ScriptedModel, SequentialIds, reply
+from agentledger.events import SqliteEventStore
+from agentledger.projections import RunFilter
+from agentledger.replay import ReplayError, ReplayProgress
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+TICK = timedelta(seconds=1)  # runs start in order, so a filter lists them in that order
+
+
+def agent(name: str, prompt: str = "Be brief.") -> Agent:
+    # A model that answers any request: replay never calls it, live runs may call it often.
+    model = ScriptedModel(lambda request: reply(f"{name} says hi"), name="m")
+    return Agent(name=name, model=model, system_prompt=prompt)
+
+
+async def record(db: Path) -> dict[str, list[str]]:
+    """Three runs of ``helper`` (ada, bob, ada) and two of ``greeter`` (ada)."""
+    runs: dict[str, list[str]] = {"helper": [], "greeter": []}
+    clock, ids = FakeClock(T0, tick=TICK), SequentialIds("r")
+    async with SqliteEventStore(db) as store, Engine(store, clock=clock, ids=ids) as engine:
+        for name, user in [
+            ("helper", "ada"),
+            ("greeter", "ada"),
+            ("helper", "bob"),
+            ("greeter", "ada"),
+            ("helper", "ada"),
+        ]:
+            result = await engine.run(agent(name), f"task for {user}", user_id=user)
+            runs[name].append(result.run_id)
+    return runs
+
+
+async def test_every_run_replays_identically_with_progress_and_a_json_report(
+    tmp_path: Path,
+) -> None:
+    runs = await record(tmp_path / "runs.db")
+    seen: list[ReplayProgress] = []
+    async with SqliteEventStore(tmp_path / "runs.db") as store:
+        engine = Engine(store, agents=[agent("helper"), agent("greeter")])
+        report = await engine.replay_all(concurrency=3, progress=seen.append)
+    assert report.ok and report.total == 5 and not report.divergent and not report.errors
+    assert set(report.identical) == {*runs["helper"], *runs["greeter"]}
+    assert sorted(p.done for p in seen) == [1, 2, 3, 4, 5]
+    assert {p.outcome for p in seen} == {"identical"} and {p.total for p in seen} == {5}
+    decoded = json.loads(json.dumps(report.to_dict()))
+    assert decoded["ok"] is True and decoded["identical"] == 5
+
+
+async def test_a_changed_agent_diverges_in_every_run_of_its_name_and_says_where(
+    tmp_path: Path,
+) -> None:
+    runs = await record(tmp_path / "runs.db")
+    async with SqliteEventStore(tmp_path / "runs.db") as store:
+        engine = Engine(store, agents=[agent("helper"), agent("greeter")])
+        changed = agent("helper", prompt="Be very brief.")
+        report = await engine.replay_all(agent=changed)  # only helper's runs, by default
+        assert report.total == 3 and not report.ok and not report.identical
+        assert [d.run_id for d in report.divergent] == runs["helper"]  # in start order
+        first = report.divergent[0]
+        # Nothing of the run is written before its first model reply, so the first difference
+        # is the request the changed prompt makes (version 3, after the start and the turn).
+        assert (first.agent, first.version) == ("helper", 3)
+        assert first.reason == "the model was sent another request than recorded"
+        assert first.recorded is not None and first.replayed is not None
+        assert first.recorded["type"] == "model_call_requested"
+        assert first.recorded["request_digest"] != first.replayed["request_digest"]
+        entry = json.loads(json.dumps(report.to_dict()))["divergent"][0]
+        assert entry["version"] == 3 and entry["recorded"]["model"] == "m"
+
+        # A filter narrows the batch; a mapping swaps agents by name.
+        ada = await engine.replay_all(RunFilter(user_id="ada"), agent={"helper": changed})
+        assert ada.total == 4 and len(ada.divergent) == 2 and len(ada.identical) == 2
+        one = await engine.replay_all(RunFilter(agent="greeter", limit=1), concurrency=1)
+        assert one.identical == (runs["greeter"][0],) and one.ok
+
+
+async def test_one_runs_trouble_is_its_entry_and_the_others_replay(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    runs = await record(db)
+    damaged = runs["helper"][1]
+    with sqlite3.connect(db) as conn:
+        (data,) = conn.execute(
+            "SELECT data FROM events WHERE stream_id = ? AND version = 1", (f"run-{damaged}",)
+        ).fetchone()
+        conn.execute(
+            "UPDATE events SET data = ? WHERE stream_id = ? AND version = 1",
+            (data.replace(b"task for bob", b"task for rob"), f"run-{damaged}"),
+        )
+    async with SqliteEventStore(db) as store:
+        engine = Engine(store, agents=[agent("helper")])  # greeter is unknown here
+        ids = [*runs["helper"], *runs["greeter"], "no-such-run"]
+        report = await engine.replay_all(ids)
+    assert not report.ok and report.total == 6
+    assert set(report.identical) == {runs["helper"][0], runs["helper"][2]}
+    kinds = {e.run_id: e.kind for e in report.errors}
+    assert kinds == {
+        damaged: "parked",
+        runs["greeter"][0]: "unknown_agent",
+        runs["greeter"][1]: "unknown_agent",
+        "no-such-run": "not_found",
+    }
+    messages = {e.run_id: e.message for e in report.errors}
+    assert "checksum" in messages[damaged] and "\n" not in messages[damaged]
+    assert "no agent named 'greeter'" in messages[runs["greeter"][0]]
+
+
+async def test_a_batch_needs_a_positive_concurrency(tmp_path: Path) -> None:
+    await record(tmp_path / "runs.db")
+    async with SqliteEventStore(tmp_path / "runs.db") as store:
+        engine = Engine(store, agents=[agent("helper"), agent("greeter")])
+        with pytest.raises(ReplayError, match="concurrency must be at least 1"):
+            await engine.replay_all(concurrency=0)

@@ -12,6 +12,9 @@ divergent, errors). Forks: ``fork_state`` checks a fork point and ``forked_event
 copy (see ``_fork`` for what a copy means for budgets, side effects and confirmations); a
 what-if (``run_whatif``) forks many runs with a changed agent and compares old and new
 (``WhatIfReport``). The engine's ``replay_all``, ``fork`` and ``whatif`` are the usual way in.
+
+``export_history`` writes runs as a JSON-lines history file and ``import_history`` appends one
+to any store, idempotent by event id (the file format is described in ``_history``).
 """
 
 from ._answers import ReplayIds, ScratchStore, TapeAnswers
@@ -32,6 +35,18 @@ from ._divergence import (
     stable_fields,
 )
 from ._fork import ForkError, fork_state, forked_events, lineage
+from ._history import (
+    ExportReport,
+    HistoryConflictError,
+    HistoryError,
+    HistoryFormatError,
+    HistoryRunNotFoundError,
+    ImportReport,
+    export_history,
+    find_runs,
+    history_line,
+    import_history,
+)
 from ._replayer import Replayer, ReplayReport, RunDriver
 from ._tape import Interruption, ModelAttempt, Tape
 from ._whatif import (
@@ -47,7 +62,13 @@ from ._whatif import (
 
 __all__ = [
     "Divergence",
+    "ExportReport",
     "ForkError",
+    "HistoryConflictError",
+    "HistoryError",
+    "HistoryFormatError",
+    "HistoryRunNotFoundError",
+    "ImportReport",
     "Interruption",
     "ModelAttempt",
     "NondeterminismError",
@@ -72,9 +93,13 @@ __all__ = [
     "WhatIfRun",
     "WhatIfSkip",
     "compare",
+    "export_history",
+    "find_runs",
     "first_divergence",
     "fork_state",
     "forked_events",
+    "history_line",
+    "import_history",
     "jsonable",
     "lineage",
     "run_whatif",

@@ -6,6 +6,7 @@ as rich markup). Real SQLite files; a few as real subprocesses, one on PostgreSQ
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -58,8 +59,23 @@ def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_command_and_the_exit_statuses() -> None:
     done = _cli("--help")
     assert done.returncode == 0
-    for command in ("demo", "runs", "show", "spend", "critic", "health", "projections", "tail"):
-        assert command in done.stdout
+    commands = re.findall(r"^    (\S+)", done.stdout, flags=re.MULTILINE)
+    assert commands == [
+        "demo",
+        "runs",
+        "show",
+        "spend",
+        "critic",
+        "health",
+        "projections",
+        "replay",
+        "fork",
+        "whatif",
+        "export",
+        "import",
+        "otel-export",
+        "tail",
+    ]
     assert "exit status: 0 ok; 1 not found" in done.stdout
 
 

@@ -325,6 +325,17 @@ async def _pg_database() -> str | None:
     return name
 
 
+async def _pg_tables(url: str) -> list[str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await conn.close()
+    return [r["tablename"] for r in rows]
+
+
 async def _pg_drop(name: str) -> None:
     import asyncpg
 
@@ -344,6 +355,10 @@ def test_a_postgresql_url_selects_that_store(capsys: pytest.CaptureFixture[str])
         pytest.skip(f"PostgreSQL is not answering at {PG_DSN}")
     url = PG_DSN.rsplit("/", 1)[0] + f"/{name}"
     try:
+        # Reading an empty database creates nothing there, as for a SQLite file.
+        code, _, err = _run(capsys, "--db", url, "runs")
+        assert code == 1 and "has no agentledger event log" in err
+        assert anyio.run(_pg_tables, url) == []
 
         async def record() -> None:
             async with PostgresEventStore(url) as store, Engine(store, clock=FakeClock()) as e:

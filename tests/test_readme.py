@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 from wire_server import Asked, recorded_provider
 
-from agentledger.engine.cli import main as cli_main
 from agentledger.engine.cli._args import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,5 +162,5 @@ def test_every_command_in_the_readme_exists(
     line: int, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exited:
-        cli_main([command, "--help"])
+        build_parser().parse_args([command, "--help"])
     assert exited.value.code == 0, f"README.md line {line}: `agentledger {command}` is no command"

@@ -8,49 +8,18 @@ too, with a default that does not overwrite a value given before the command.
 from __future__ import annotations
 
 import argparse
-import re
-from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 
-from agentledger.events._time import utc_now
-
 from ._demo import add_demo_arguments
+from ._replay_cmd import add_selection
 from ._runs import STATUSES
 from ._store import DEFAULT_DB
-
-_AGO = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+from ._values import positive_int, when
 
 EPILOG = """\
 exit status: 0 ok; 1 not found (a run, the database) or a replay diverged; 2 usage error.
 --db takes a SQLite file (default ./agentledger.db) or a postgresql:// URL, anywhere on the line.
 """
-
-
-def positive_int(value: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
-    return number
-
-
-def when(value: str) -> datetime:
-    """An argparse type: an ISO date or time (UTC unless it says otherwise), or an age such as
-    ``30m``, ``2h``, ``7d`` (that long before now)."""
-    ago = _AGO.match(value.strip())
-    if ago:
-        return utc_now() - timedelta(**{_UNITS[ago.group(2)]: int(ago.group(1))})
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a time: {value!r} (e.g. 2026-11-29, 2026-11-29T14:00, 2h, 7d)"
-        ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _installed() -> str:
@@ -116,13 +85,70 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = action.add_parser(
         "rebuild",
         help="fold the whole log again into the saved projections",
-        parents=[_shared(json=False)],
+        parents=[_shared(json=True)],
     )
     rebuild.add_argument("names", nargs="*", metavar="NAME", help="only these (default: all)")
+    _replay(commands)
+    _histories(commands)
+    otel = commands.add("otel-export", "send recorded runs to OpenTelemetry as traces", json=True)
+    otel.add_argument("runs", nargs="*", metavar="RUN", help="runs to export (ids or prefixes)")
+    otel.add_argument("--all", action="store_true", help="every run (or those since --since)")
+    otel.add_argument("--since", type=when, help="with --all: runs started after this")
+    otel.add_argument("--endpoint", metavar="URL", help="OTLP/HTTP endpoint (default: the SDK's)")
+    otel.add_argument("--console", action="store_true", help="print the spans as JSON instead")
+    otel.add_argument("--include-open", action="store_true", help="also spans still open")
+    otel.add_argument("--service-name", help="service.name of the traces (default: agentledger)")
     tail = commands.add("tail", "print the log as JSON lines")
     tail.add_argument("--after", type=int, default=0, help="start after this global position")
     tail.add_argument("-f", "--follow", action="store_true", help="keep waiting for new events")
     return parser
+
+
+def _replay(commands: _Commands) -> None:
+    replay = commands.add(
+        "replay", "replay runs from their logs; exit 1 if any diverges", json=True
+    )
+    add_selection(replay, what="replay")
+    fork = commands.add(
+        "fork", "copy a run up to a version into a new run and continue it live", json=True
+    )
+    fork.add_argument("run_id", metavar="RUN", help="the run to fork (an id or a prefix)")
+    fork.add_argument(
+        "--at", type=positive_int, required=True, metavar="VERSION", help="copy versions 1..VERSION"
+    )
+    fork.add_argument(
+        "--agents", action="append", default=[], metavar="MODULE:NAME", help="the new agent"
+    )
+    fork.add_argument("--agent", dest="agent_name", metavar="NAME", help="which loaded agent")
+    fork.add_argument("--run-id", dest="new_run_id", help="the fork's id (default: a new one)")
+    fork.add_argument("--user", help="charge the fork's calls to this user")
+    fork.add_argument("--surface", help="under this budget surface")
+    fork.add_argument(
+        "--copy-only", action="store_true", help="copy, do not continue the fork live"
+    )
+    whatif = commands.add(
+        "whatif", "fork runs with a changed agent, run them, compare old and new", json=True
+    )
+    add_selection(whatif, what="fork")
+    whatif.add_argument("--with", dest="with_agent", metavar="NAME", help="which loaded agent")
+    whatif.add_argument("--at", type=positive_int, metavar="VERSION", help="fork point (start)")
+    whatif.add_argument("--budget", metavar="USD", help="stop starting forks past this spend")
+    whatif.add_argument("--fork-user", help="charge the forks to this user (default: each run's)")
+    whatif.add_argument(
+        "--allow-side-effects", action="store_true", help="let forks run side-effecting tools"
+    )
+
+
+def _histories(commands: _Commands) -> None:
+    export = commands.add("export", "write runs as a history file (JSON lines)", json=True)
+    export.add_argument("runs", nargs="*", metavar="RUN", help="runs to export (ids or prefixes)")
+    export.add_argument("--user", help="runs of this user")
+    export.add_argument("--agent", dest="agent_name", metavar="NAME", help="runs of this agent")
+    export.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="file, or - for stdout"
+    )
+    import_ = commands.add("import", "append a history file to the store", json=True)
+    import_.add_argument("file", metavar="FILE", help="the history file, or - for stdin")
 
 
 def _runs(runs: argparse.ArgumentParser) -> None:

@@ -70,7 +70,7 @@ def _agent_call(timeline: Timeline, number: int) -> Span:
     calls = timeline.model_calls
     if not 1 <= number <= len(calls):
         raise NotFoundError(f"model call #{number} is not in this run (it has {len(calls)})")
-    span = calls[number - 1]
+    span = calls[number - 1][0]  # every attempt of a call is sent the same messages
     request, _ = _request(span)
     if request.purpose != "agent":
         raise CliError(
@@ -81,9 +81,9 @@ def _agent_call(timeline: Timeline, number: int) -> Span:
 
 
 def _previous_agent_call(timeline: Timeline, number: int) -> Span | None:
-    for span in reversed(timeline.model_calls[: number - 1]):
-        if _request(span)[0].purpose == "agent":
-            return span
+    for attempts in reversed(timeline.model_calls[: number - 1]):
+        if _request(attempts[0])[0].purpose == "agent":
+            return attempts[0]
     return None
 
 
@@ -230,7 +230,7 @@ def _render(
     for index, before, after in changes.changed:
         out.line(f"~ {index:>3} {_who(after)} was:", "yellow")
         for line in _body(before):
-            out.print(Text.assemble("        ", text(line, "dim")))
+            out.print(Text.assemble("        ", text(line, "dim")) if line else Text())
     for message in changes.removed:
         _print_message(out, "-", 0, message, "red")
     for version, compaction in compactions:

@@ -40,7 +40,7 @@ def _reply(event: Event) -> str:
     said = f"calls {calls}" if calls else repr(clip(event.text))
     usage = event.usage
     return (
-        f"{event.model} replied: {said}; {usage.input_tokens}+{usage.output_tokens} tokens, "
+        f"{event.model} replied: {said}; {usage.input_tokens:,}+{usage.output_tokens:,} tokens, "
         f"{money(event.cost_usd)}, {millis(event.duration_ms)}"
     )
 

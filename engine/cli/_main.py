@@ -17,13 +17,17 @@ import anyio
 from agentledger.engine._errors import EngineError
 from agentledger.events import EventStoreError
 from agentledger.projections import ProjectionError
+from agentledger.replay import ReplayError
 
 from ._args import build_parser
 from ._demo_cmd import command as demo
-from ._errors import EXIT_NOT_FOUND, CliError
+from ._errors import EXIT_NOT_FOUND, EXIT_USAGE, CliError
 from ._health import command as health
+from ._histories_cmd import export, import_
 from ._maintenance import rebuild
+from ._otel_cmd import command as otel_export
 from ._output import Output, error
+from ._replay_cmd import fork, replay, whatif
 from ._reports import critic, spend
 from ._runs import command as runs
 from ._show import command as show
@@ -40,6 +44,12 @@ COMMANDS: dict[str, Command] = {
     "health": health,
     "projections": rebuild,
     "tail": tail,
+    "replay": replay,
+    "fork": fork,
+    "whatif": whatif,
+    "export": export,
+    "import": import_,
+    "otel-export": otel_export,
 }
 
 
@@ -59,7 +69,10 @@ async def _run(command: Command, options: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``agentledger`` command; returns the exit status."""
-    options = build_parser().parse_args(argv)  # exits with 2 on a usage error
+    try:
+        options = build_parser().parse_args(argv)
+    except SystemExit as exit:  # argparse: 2 after a usage error, 0 after --help or --version
+        return exit.code if isinstance(exit.code, int) else EXIT_USAGE
     try:
         return anyio.run(_run, COMMANDS[options.command], options)
     except KeyboardInterrupt:
@@ -71,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (``agentledger tail | head``): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (EventStoreError, EngineError, ProjectionError, OSError) as exc:
+    except (EventStoreError, EngineError, ProjectionError, ReplayError, OSError) as exc:
         # What a user can act on (a damaged or locked database, a server that is down).
         error(str(exc) or type(exc).__name__)
         return EXIT_NOT_FOUND

@@ -32,6 +32,17 @@ def text(value: object, style: str = "") -> Text:
     return Text(safe_text(value), style=style)
 
 
+def lines(value: str, style: str = "") -> Text:
+    """A value of several lines as rich ``Text`` of several lines, each escaped (``text``
+    would show a newline as ``\\x0a``)."""
+    return Text("\n").join(text(line, style) for line in value.splitlines() or [""])
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 turn``, ``2 turns``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 class Output:
     """The current command's standard output (taken when it starts, so tests can capture it)."""
 

@@ -13,13 +13,19 @@ from rich.text import Text
 from rich.tree import Tree
 
 from agentledger.engine._sink import event_line
-from agentledger.events import CorruptEventError, EventStore, ModelCallRequested, RecordedEvent
+from agentledger.events import (
+    CorruptEventError,
+    Event,
+    EventStore,
+    ModelCallRequested,
+    RecordedEvent,
+)
 from agentledger.projections import RunIndex, RunSummary, fold, run_stream
 
 from ._context import show_context
-from ._details import detail, millis, money
+from ._details import clip, detail, millis, money
 from ._escape import safe_text
-from ._output import Output, text
+from ._output import Output, lines, plural, text
 from ._runs import resolve_run, status_text
 from ._store import open_store
 from ._timeline import Entry, Span, Timeline, build_timeline
@@ -75,8 +81,16 @@ def entry_text(entry: Entry, start: datetime | None) -> Text:
         text(f"v{entry.version} ", "dim"),
         text(event.type, _style(event.type)),
         " ",
-        text(detail(event)),
+        lines(_short_failure(event) if event.type == "run_failed" else detail(event)),
     )
+
+
+def _short_failure(event: Event) -> str:
+    # The tree keeps one line for the failure; the whole error follows the tree.
+    assert event.type == "run_failed"
+    first = (event.message.splitlines() or [""])[0]
+    whole = first == event.message and len(first) <= 160
+    return f"{event.error_type}: {clip(first, 160)}" + ("" if whole else " (in full below)")
 
 
 def _span_label(span: Span, start: datetime | None) -> Text:
@@ -97,14 +111,14 @@ def _span_label(span: Span, start: datetime | None) -> Text:
                 text(f"{took}{spent}"),
             )
         case "model":
-            requests = [e for e in events if isinstance(e, ModelCallRequested)]
-            purpose = requests[0].purpose if requests else "agent"
-            models = " -> ".join(dict.fromkeys(r.model for r in requests)) or "?"
-            tries = f", {len(requests)} attempts" if len(requests) > 1 else ""
+            request = next((e for e in events if isinstance(e, ModelCallRequested)), None)
+            model = "?" if request is None else request.model
+            purpose = "agent" if request is None else request.purpose
+            attempt = "" if span.attempt == 1 else f", attempt {span.attempt}"
             return Text.assemble(
                 at,
                 text(f"model call #{span.number}", "bold blue"),
-                text(f" {models} ({purpose}{tries}{took}{spent})"),
+                text(f" {model} ({purpose}{attempt}{took}{spent})"),
             )
         case "tool":
             named = next((e for e in events if hasattr(e, "tool_name")), None)
@@ -151,13 +165,17 @@ def _header(out: Output, run_id: str, row: RunSummary | None, timeline: Timeline
             ("user", text(f"{row.user_id} (surface {row.surface})")),
             (
                 "started",
-                text(f"{row.started_at:%Y-%m-%d %H:%M:%S %Z}, {took:.3f} s, {row.turns} turns"),
+                text(
+                    f"{row.started_at:%Y-%m-%d %H:%M:%S %Z}, {took:.3f} s, "
+                    f"{plural(row.turns, 'turn')}"
+                ),
             ),
             (
                 "cost",
                 text(
                     f"{money(row.cost_usd)}, {row.input_tokens:,} input + "
-                    f"{row.output_tokens:,} output tokens, {len(timeline.model_calls)} model calls"
+                    f"{row.output_tokens:,} output tokens, "
+                    f"{plural(len(timeline.model_calls), 'model call')}"
                 ),
             ),
         ]
@@ -214,17 +232,23 @@ def show_json(
         summary["status"] = "parked"
     summary["parked"] = timeline.parked
     calls = []
-    for span in timeline.model_calls:
-        request = next(e for e in span.events() if e.type == "model_call_requested")
-        calls.append(
-            {
-                "number": span.number,
-                "span_id": span.span_id,
-                "version": next(x.version for x in span.entries() if x.event is request),
-                "purpose": getattr(request, "purpose", None),
-                "model": getattr(request, "model", None),
-            }
+    for number, attempts in enumerate(timeline.model_calls, 1):
+        tried = []
+        for span in attempts:
+            for entry in span.entries():
+                if isinstance(entry.event, ModelCallRequested):
+                    tried.append(
+                        {
+                            "version": entry.version,
+                            "model": entry.event.model,
+                            "span_id": span.span_id,
+                        }
+                    )
+                    break
+        purpose = next(
+            (e.purpose for e in attempts[0].events() if isinstance(e, ModelCallRequested)), None
         )
+        calls.append({"number": number, "purpose": purpose, "attempts": tried})
     return {"run": summary, "model_calls": calls, "events": [_event_json(r) for r in events]}
 
 

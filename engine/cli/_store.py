@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -70,6 +70,26 @@ def _postgres(dsn: str) -> EventStore:
     return PostgresEventStore(dsn)
 
 
+async def _check_postgres(dsn: str) -> None:
+    """Refuse a database without an agentledger log before the store would create its tables
+    there (the same rule as for a SQLite file: reading never creates)."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10)
+    except (OSError, ValueError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise CliError(f"cannot reach the PostgreSQL store: {type(exc).__name__}: {exc}") from None
+    try:
+        found = await conn.fetchval("SELECT to_regclass('public.agentledger_events') IS NOT NULL")
+    finally:
+        await conn.close()
+    if not found:
+        raise NotFoundError(
+            "that PostgreSQL database has no agentledger event log (`agentledger import` or "
+            "an engine writing to it makes one)"
+        )
+
+
 @asynccontextmanager
 async def open_store(db: str, *, create: bool = False) -> AsyncIterator[EventStore]:
     """The store ``db`` names, open for the block.
@@ -79,9 +99,15 @@ async def open_store(db: str, *, create: bool = False) -> AsyncIterator[EventSto
     """
     if is_postgres(db):
         store = _postgres(db)
+        if not create:
+            await _check_postgres(db)
     else:
         path = Path(db)
         _check_file(path, create=create)
         store = SqliteEventStore(path)
-    async with store:
+    async with AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(store)
+        except ValueError as exc:  # the driver could not parse the URL
+            raise CliError(f"cannot use --db {db!r}: {exc}") from None
         yield store

@@ -30,12 +30,15 @@ class Entry:
 class Span:
     """A span of the run and what happened in it: its events and child spans, in log order.
 
-    ``number`` counts the run's model calls from 1 (``show --context N`` names them so).
+    A model call's attempts are spans of their own (one request each); ``number`` counts the
+    run's model calls from 1 (``show --context N`` names them so), the same for every attempt
+    of one call (its retries and fallbacks), and ``attempt`` counts those from 1.
     """
 
     span_id: str
     items: list[Entry | Span] = field(default_factory=list)
     number: int | None = None
+    attempt: int = 1
 
     def entries(self) -> Iterator[Entry]:
         """This span's own events (not its children's)."""
@@ -87,7 +90,8 @@ class Timeline:
     """A run's span tree: ``root`` is the run's span; ``model_calls`` by number (from 1)."""
 
     root: Span
-    model_calls: tuple[Span, ...]
+    model_calls: tuple[tuple[Span, ...], ...]
+    """Each model call's attempts, in order; call N is ``model_calls[N - 1]``."""
     damage: tuple[Entry, ...]
     parked: str | None
     """Where and why the run is parked (its first damaged event), if it is."""
@@ -97,7 +101,7 @@ def build_timeline(recorded: Sequence[RecordedEvent]) -> Timeline:
     """The span tree of one run's events (its stream, in version order)."""
     root = Span("")
     spans: dict[str, Span] = {}
-    calls: list[Span] = []
+    calls: list[list[Span]] = []
     damage: list[Entry] = []
     parked: str | None = None
     for item in recorded:
@@ -120,7 +124,30 @@ def build_timeline(recorded: Sequence[RecordedEvent]) -> Timeline:
                 parent.items.append(span)
             spans[event.span_id] = span
         if event.type == "model_call_requested" and span.number is None:
-            calls.append(span)
+            if calls and _asks_again(calls[-1][-1], event.purpose):
+                calls[-1].append(span)
+                span.attempt = len(calls[-1])
+            else:
+                calls.append([span])
             span.number = len(calls)
         span.items.append(Entry(item.version, event))
-    return Timeline(root, tuple(calls), tuple(damage), parked)
+    return Timeline(root, tuple(tuple(c) for c in calls), tuple(damage), parked)
+
+
+_ASKED_AGAIN = {"model_call_retried", "model_fell_back", "model_call_interrupted"}
+
+
+def _asks_again(attempt: Span, purpose: str) -> bool:
+    """Whether a request is another attempt of the call ``attempt`` belongs to: that attempt
+    got no reply and was retried, fell back or was cut off (the fallback's record is in the
+    turn's span, after the attempt's)."""
+    events = attempt.events()
+    if any(e.type == "model_call_responded" for e in events):
+        return False
+    first = events[0] if events else None
+    return (
+        first is not None
+        and first.type == "model_call_requested"
+        and first.purpose == purpose
+        and any(e.type in _ASKED_AGAIN or e.type == "model_call_failed" for e in events)
+    )

@@ -344,7 +344,8 @@ async def command(options: argparse.Namespace, out: Output) -> int:
     out.print(
         text(
             f"Next: agentledger show RUN (an id prefix will do), show RUN --context 2, "
-            f"spend {USER}, critic {agent.name}, health, tail  (--db {options.db})",
+            f"replay --all, otel-export RUN --console, spend {USER}, critic {agent.name}, "
+            f"health, tail  (--db {options.db})",
             "dim",
         )
     )

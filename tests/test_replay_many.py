@@ -124,3 +124,61 @@ async def test_a_batch_needs_a_positive_concurrency(tmp_path: Path) -> None:
         engine = Engine(store, agents=[agent("helper"), agent("greeter")])
         with pytest.raises(ReplayError, match="concurrency must be at least 1"):
             await engine.replay_all(concurrency=0)
+
+
+async def test_ledger_reads_serve_later_runs_and_read_only_the_tail_past_them() -> None:
+    from agentledger.events import (
+        MemoryEventStore,
+        NewEvent,
+        RecordedEvent,
+        RunResumed,
+        StreamAppend,
+    )
+    from agentledger.replay._answers import LedgerReads
+
+    class Counting(MemoryEventStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reads: list[tuple[str, int]] = []
+
+        async def read_stream(
+            self, stream_id: str, *, after: int = 0, limit: int | None = None
+        ) -> list[RecordedEvent]:
+            self.reads.append((stream_id, after))
+            return await super().read_stream(stream_id, after=after, limit=limit)
+
+    def event(n: int) -> NewEvent:
+        return NewEvent(RunResumed(run_id="r", span_id="r", at=T0), f"e{n}")
+
+    async with Counting() as store:
+        await store.append(StreamAppend("other", [event(0)]))
+        await store.append(StreamAppend("ledger", [event(1), event(2)]))  # positions 2, 3
+        reads = LedgerReads(store)
+        assert [r.position for r in await reads.before("ledger", 3)] == [2]
+        await store.append(StreamAppend("ledger", [event(3)]))  # position 4
+        # Everything below position 4 was read already: served without a read.
+        assert [r.position for r in await reads.before("ledger", 4)] == [2, 3]
+        assert store.reads == [("ledger", 0)]
+        # Past it: only the tail (after version 2) is read.
+        assert [r.position for r in await reads.before("ledger", 5)] == [2, 3, 4]
+        assert store.reads == [("ledger", 0), ("ledger", 2)]
+        small = LedgerReads(store, max_streams=1)
+        await small.before("ledger", 5)
+        await small.before("other", 5)
+        await small.before("ledger", 5)  # let go when "other" came: read again
+        assert store.reads[-3:] == [("ledger", 0), ("other", 0), ("ledger", 0)]
+
+
+async def test_the_benchmark_in_small(tmp_path: Path) -> None:
+    """``benchmarks/replay_many.py`` with 12 runs: every figure that is a count is exact."""
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "benchmarks" / "replay_many.py"
+    spec = importlib.util.spec_from_file_location("replay_many_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    figures = await module.main(12, tmp_path / "runs.db")
+    assert figures["replay_identical_c1"] == figures["replay_identical_c4"] == 12
+    assert figures["changed_prompt_divergent"] == 12 and figures["changed_prompt_versions"] == [1]
+    assert figures["whatif_outputs_changed"] == 12 and figures["whatif_skipped"] == 0

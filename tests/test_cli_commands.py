@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -376,3 +377,33 @@ def test_a_postgresql_url_selects_that_store(capsys: pytest.CaptureFixture[str])
         assert done.returncode == 1 and done.stderr.count("\n") == 1
     finally:
         anyio.run(_pg_drop, name)
+
+
+def test_tail_follow_prints_events_as_they_commit(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+
+    async def record(run_id: str) -> None:
+        async with SqliteEventStore(db) as store, Engine(store, clock=FakeClock()) as engine:
+            agent = Agent(name="a", model=ScriptedModel([reply("hi")]))
+            assert (await engine.run(agent, "x", run_id=run_id)).status == "completed"
+
+    anyio.run(record, "before")
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "agentledger.engine", "tail", "-f", "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())
+        assert (first["stream_id"], first["position"]) == ("run-before", 1)
+        while json.loads(follower.stdout.readline())["event"]["type"] != "run_completed":
+            pass
+        anyio.run(record, "after")  # written by another process while tail -f waits
+        line = json.loads(follower.stdout.readline())
+        assert line["stream_id"] == "run-after" and line["event"]["type"] == "run_started"
+    finally:
+        follower.send_signal(signal.SIGINT)  # Ctrl-C: how a person stops tail -f
+        code = follower.wait(timeout=10)
+    assert code == 130
+    assert b"Traceback" not in (follower.stderr.read() if follower.stderr else b"")

@@ -93,6 +93,27 @@ def _short_failure(event: Event) -> str:
     return f"{event.error_type}: {clip(first, 160)}" + ("" if whole else " (in full below)")
 
 
+def _tool_outcome(events: list[Event]) -> tuple[str, str]:
+    """How a tool call ended, from its span's events (the last outcome wins)."""
+    for event in reversed(events):
+        match event.type:
+            case "tool_call_succeeded":
+                return f"ok via {event.tier}", "green"
+            case "tool_result_reused":
+                return "cache hit, not run again", "green"
+            case "tool_call_degraded":
+                return "degraded: every tier failed", "red"
+            case "tool_outcome_unknown":
+                return "outcome unknown", "red"
+            case "tool_arguments_rejected":
+                return "arguments rejected", "red"
+            case "confirmation_denied":
+                return "denied", "red"
+            case "confirmation_requested":
+                return "waiting for a yes", "yellow"
+    return "in flight", "yellow"
+
+
 def _span_label(span: Span, start: datetime | None) -> Text:
     events = span.events()
     window = span.window()
@@ -124,7 +145,13 @@ def _span_label(span: Span, start: datetime | None) -> Text:
             named = next((e for e in events if hasattr(e, "tool_name")), None)
             name = getattr(named, "tool_name", "?")
             call = getattr(named, "call_id", "?")
-            return Text.assemble(at, text(f"tool {name}", "bold"), text(f" [{call}]{took}"))
+            outcome, style = _tool_outcome(events)
+            return Text.assemble(
+                at,
+                text(f"tool {name}", "bold"),
+                text(f" [{call}]{took}: "),
+                text(outcome, style),
+            )
     return Text.assemble(at, text(f"span {span.span_id}{took}"))
 
 

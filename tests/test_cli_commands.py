@@ -407,3 +407,21 @@ def test_tail_follow_prints_events_as_they_commit(tmp_path: Path) -> None:
         code = follower.wait(timeout=10)
     assert code == 130
     assert b"Traceback" not in (follower.stderr.read() if follower.stderr else b"")
+
+
+def test_the_cli_benchmark_times_every_command_it_names() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "cli.py"
+    spec = importlib.util.spec_from_file_location("bench_cli", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = bench.measure(runs=10, turns=4, repeat=1)
+    assert figures["runs"] == 11 and figures["long_run_turns"] == 4
+    # A run of k tool turns: started, (k + 1) x (turn, request, reply), k x (intent, result),
+    # completed: 10 events for a short run (k = 1), 25 for the long one (k = 4).
+    assert figures["events"] == 10 * 10 + 25
+    for name in ("runs_cold_ms", "runs_ms", "show_long_ms", "context_ms", "startup_ms"):
+        assert figures[name] > 0
+    assert figures["rebuild_events_per_s"] > 0

@@ -186,6 +186,7 @@ def test_runs_filters_and_json(db: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert ids("--agent", "reader") == ["memory"]
     assert ids("--user", "bob") == []
     assert ids("--limit", "2") == ["memory", "breaker"]
+    assert ids("f") == ["failed", "fallback"]  # an id prefix
     capped_at = runs[2]["started_at"]
     assert ids("--since", capped_at) == ["memory", "breaker", "capped"]
     assert ids("--until", capped_at) == ["failed", "fallback"]

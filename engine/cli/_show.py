@@ -26,7 +26,7 @@ from ._context import show_context
 from ._details import clip, detail, millis, money
 from ._escape import safe_text
 from ._output import Output, lines, plural, text
-from ._runs import resolve_run, status_text
+from ._runs import RunRow, resolve_run, run_json, status_text
 from ._store import open_store
 from ._timeline import Entry, Span, Timeline, build_timeline
 
@@ -252,8 +252,6 @@ def show_json(
     run_id: str, row: RunSummary | None, timeline: Timeline, events: list[RecordedEvent]
 ) -> Any:
     """What ``show --json`` prints: the summary, the numbered model calls, every event."""
-    from ._runs import RunRow, run_json
-
     summary = run_json(RunRow(run_id, row, None))
     if timeline.damage:
         summary["status"] = "parked"

@@ -481,7 +481,8 @@ class Engine:
         describes ``agent`` when one is given (its name, model and system prompt; the task
         stays the original's), so the copied conversation goes on under the new prompt. Its
         budget is charged to ``user_id``/``surface`` (default: the original's); the copied
-        calls are never charged again (see ``agentledger.replay._fork``). Raises ``ForkError``
+        calls are never charged again (see ``agentledger.replay._fork``). ``agent`` is not
+        registered with the engine: pass it to ``resume`` (or ``register`` it). Raises ``ForkError``
         for a version the run cannot go on from (past its end, after it ended, a model request
         or tool call in flight there), ``RunNotFoundError``, ``RunExistsError`` for a stored
         ``new_run_id``, and ``RunParkedError`` for a damaged event.
@@ -508,7 +509,7 @@ class Engine:
             opening = opening.model_copy(update={"user_id": user, "surface": where})
         else:
             check_text("the system prompt", agent.full_system_prompt(), self.sizes.max_input_text)
-            self.register(agent)
+            # Not registered: an experiment must not replace the agent its name resumes.
             opening = run_started(
                 agent, new_id, original.task, user_id=user, surface=where, at=self.clock.now()
             )

@@ -134,25 +134,27 @@ async def replay_batch(
         raise ReplayError(f"concurrency must be at least 1, not {concurrency}")
     ids = list(dict.fromkeys(run_ids))  # a run named twice is replayed once
     outcomes: dict[str, RunDivergence | RunReplayError | None] = {}
-    limiter = anyio.CapacityLimiter(concurrency)
+    pending = iter(ids)
 
-    async def one(run_id: str) -> None:
-        async with limiter:
+    async def worker() -> None:
+        # A few workers take the runs in order: the batch holds one task per worker, not per
+        # run, and no finished run's events.
+        for run_id in pending:
             outcome = await _replay_one(run_id, replay_one)
-        outcomes[run_id] = outcome
-        if progress is not None:
-            kind: Outcome = (
-                "identical"
-                if outcome is None
-                else "divergent"
-                if isinstance(outcome, RunDivergence)
-                else "error"
-            )
-            progress(ReplayProgress(len(outcomes), len(ids), run_id, kind))
+            outcomes[run_id] = outcome
+            if progress is not None:
+                kind: Outcome = (
+                    "identical"
+                    if outcome is None
+                    else "divergent"
+                    if isinstance(outcome, RunDivergence)
+                    else "error"
+                )
+                progress(ReplayProgress(len(outcomes), len(ids), run_id, kind))
 
     async with anyio.create_task_group() as tg:
-        for run_id in ids:
-            tg.start_soon(one, run_id)
+        for _ in range(min(concurrency, len(ids))):
+            tg.start_soon(worker)
     return ReplayBatch(
         total=len(ids),
         identical=tuple(i for i in ids if outcomes[i] is None),

@@ -27,7 +27,7 @@ from agentledger.events import (
 from agentledger.projections._spend import fold_ledger
 from agentledger.projections._streams import run_stream
 
-from ._answers import ScratchStore, TapeAnswers
+from ._answers import LedgerReads, ScratchStore, TapeAnswers
 from ._batch import ReplayBatch, ReplayProgress, UnknownRunError, replay_batch
 from ._divergence import Divergence, NondeterminismError, first_divergence
 from ._tape import Diverged, Interrupted, Tape
@@ -80,6 +80,7 @@ class Replayer:
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
+        self._reads = LedgerReads(store)
 
     async def replay(self, run_id: str, driver: RunDriver) -> ReplayReport:
         """Drive run ``run_id`` again with ``driver``, every port answered from its log.
@@ -106,7 +107,7 @@ class Replayer:
         tape = Tape.from_events(recorded, copied=copied)
         divergence: Divergence | None = None
         async with ScratchStore(run_id, tape) as scratch:
-            answers = TapeAnswers(run_id, tape, self._store, scratch)
+            answers = TapeAnswers(run_id, tape, self._store, scratch, self._reads)
             session: Session | None = lambda: driver.start(scratch, answers, started)  # noqa: E731
             if copied:
                 await _copy_prefix(recorded[:copied], scratch, answers)

@@ -277,56 +277,66 @@ async def run_whatif(
     skipped: dict[str, WhatIfSkip] = {}
     spent = Decimal(0)
     expected_in_flight: dict[str, Decimal] = {}
-    limiter = anyio.CapacityLimiter(concurrency)
+    pending = iter(ids)
 
     def report(run_id: str, outcome: Literal["compared", "budget", "error"]) -> None:
         if progress is not None:
             done = len(compared) + len(skipped)
             progress(WhatIfProgress(done, len(ids), run_id, outcome))
 
-    async def one(run_id: str) -> None:
+    class _OverBudget(Exception):
+        pass
+
+    async def attempt(run_id: str, forked: list[str]) -> WhatIfRun:
         nonlocal spent
-        async with limiter:
-            fork_id: str | None = None
+        original = await read(run_id)
+        expected = _expected_spend(original, at_version)
+        if budget_usd is not None:
+            committed = spent + sum(expected_in_flight.values(), Decimal(0))
+            if committed + expected > budget_usd:
+                raise _OverBudget(
+                    f"expected {expected} more with {committed} committed of {budget_usd}"
+                )
+        expected_in_flight[run_id] = expected
+        try:
+            fork_id = await fork(run_id)
+            forked.append(fork_id)
+            failure: Exception | None = None
             try:
-                original = await read(run_id)
-                expected = _expected_spend(original, at_version)
-                if budget_usd is not None:
-                    committed = spent + sum(expected_in_flight.values(), Decimal(0))
-                    if committed + expected > budget_usd:
-                        skipped[run_id] = WhatIfSkip(
-                            run_id,
-                            "budget",
-                            f"expected {expected} more with {committed} committed of {budget_usd}",
-                        )
-                        report(run_id, "budget")
-                        return
-                expected_in_flight[run_id] = expected
-                try:
-                    fork_id = await fork(run_id)
-                    failure: Exception | None = None
-                    try:
-                        await go_on(fork_id)
-                    except Exception as exc:
-                        failure = exc  # what the fork spent before it failed still counts
-                    result = compare(run_id, original, fork_id, await read(fork_id))
-                    spent += result.new_spend_usd
-                    if failure is not None:
-                        raise failure
-                finally:
-                    del expected_in_flight[run_id]
-                compared[run_id] = result
+                await go_on(fork_id)
             except Exception as exc:
-                # One run's trouble is its entry in the report; the others go on.
-                message = f"{type(exc).__name__}: {_line(exc)}"
-                skipped[run_id] = WhatIfSkip(run_id, "error", message, fork_id)
-                report(run_id, "error")
-                return
-        report(run_id, "compared")
+                failure = exc  # what the fork spent before it failed still counts
+            result = compare(run_id, original, fork_id, await read(fork_id))
+            spent += result.new_spend_usd
+            if failure is not None:
+                raise failure
+            return result
+        finally:
+            del expected_in_flight[run_id]
+
+    async def one(run_id: str) -> None:
+        forked: list[str] = []
+        try:
+            compared[run_id] = await attempt(run_id, forked)
+        except _OverBudget as exc:
+            skipped[run_id] = WhatIfSkip(run_id, "budget", str(exc))
+            report(run_id, "budget")
+        except Exception as exc:
+            # One run's trouble is its entry in the report; the others go on.
+            message = f"{type(exc).__name__}: {_line(exc)}"
+            skipped[run_id] = WhatIfSkip(run_id, "error", message, forked[0] if forked else None)
+            report(run_id, "error")
+        else:
+            report(run_id, "compared")
+
+    async def worker() -> None:
+        # Runs start in the order given (the budget favours the first), ``concurrency`` at once.
+        for run_id in pending:
+            await one(run_id)
 
     async with anyio.create_task_group() as tg:
-        for run_id in ids:
-            tg.start_soon(one, run_id)
+        for _ in range(min(concurrency, len(ids))):
+            tg.start_soon(worker)
     return WhatIfReport(
         runs=tuple(compared[i] for i in ids if i in compared),
         skipped=tuple(skipped[i] for i in ids if i in skipped),

@@ -71,15 +71,15 @@ async def test_a_changed_agent_diverges_in_every_run_of_its_name_and_says_where(
         assert report.total == 3 and not report.ok and not report.identical
         assert [d.run_id for d in report.divergent] == runs["helper"]  # in start order
         first = report.divergent[0]
-        # Nothing of the run is written before its first model reply, so the first difference
-        # is the request the changed prompt makes (version 3, after the start and the turn).
-        assert (first.agent, first.version) == ("helper", 3)
-        assert first.reason == "the model was sent another request than recorded"
+        # The run starts otherwise than recorded: that is where it is reported, even though a
+        # run writes nothing before its first model reply.
+        assert (first.agent, first.version) == ("helper", 1)
+        assert first.reason == "run_started differs in system_prompt"
         assert first.recorded is not None and first.replayed is not None
-        assert first.recorded["type"] == "model_call_requested"
-        assert first.recorded["request_digest"] != first.replayed["request_digest"]
+        assert first.recorded["system_prompt"].startswith("Be brief.")
+        assert first.replayed["system_prompt"].startswith("Be very brief.")
         entry = json.loads(json.dumps(report.to_dict()))["divergent"][0]
-        assert entry["version"] == 3 and entry["recorded"]["model"] == "m"
+        assert entry["version"] == 1 and entry["recorded"]["system_prompt"].startswith("Be brief.")
 
         # A filter narrows the batch; a mapping swaps agents by name.
         ada = await engine.replay_all(RunFilter(user_id="ada"), agent={"helper": changed})
@@ -124,3 +124,46 @@ async def test_a_batch_needs_a_positive_concurrency(tmp_path: Path) -> None:
         engine = Engine(store, agents=[agent("helper"), agent("greeter")])
         with pytest.raises(ReplayError, match="concurrency must be at least 1"):
             await engine.replay_all(concurrency=0)
+
+
+async def test_ledger_reads_serve_later_runs_and_read_only_the_tail_past_them() -> None:
+    from agentledger.events import (
+        MemoryEventStore,
+        NewEvent,
+        RecordedEvent,
+        RunResumed,
+        StreamAppend,
+    )
+    from agentledger.replay._answers import LedgerReads
+
+    class Counting(MemoryEventStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reads: list[tuple[str, int]] = []
+
+        async def read_stream(
+            self, stream_id: str, *, after: int = 0, limit: int | None = None
+        ) -> list[RecordedEvent]:
+            self.reads.append((stream_id, after))
+            return await super().read_stream(stream_id, after=after, limit=limit)
+
+    def event(n: int) -> NewEvent:
+        return NewEvent(RunResumed(run_id="r", span_id="r", at=T0), f"e{n}")
+
+    async with Counting() as store:
+        await store.append(StreamAppend("other", [event(0)]))
+        await store.append(StreamAppend("ledger", [event(1), event(2)]))  # positions 2, 3
+        reads = LedgerReads(store)
+        assert [r.position for r in await reads.before("ledger", 3)] == [2]
+        await store.append(StreamAppend("ledger", [event(3)]))  # position 4
+        # Everything below position 4 was read already: served without a read.
+        assert [r.position for r in await reads.before("ledger", 4)] == [2, 3]
+        assert store.reads == [("ledger", 0)]
+        # Past it: only the tail (after version 2) is read.
+        assert [r.position for r in await reads.before("ledger", 5)] == [2, 3, 4]
+        assert store.reads == [("ledger", 0), ("ledger", 2)]
+        small = LedgerReads(store, max_streams=1)
+        await small.before("ledger", 5)
+        await small.before("other", 5)
+        await small.before("ledger", 5)  # let go when "other" came: read again
+        assert store.reads[-3:] == [("ledger", 0), ("other", 0), ("ledger", 0)]

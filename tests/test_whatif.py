@@ -114,7 +114,7 @@ async def test_old_and_new_side_by_side_per_run_and_in_total(tmp_path: Path) -> 
             new_agent(),
             user_id="lab",
             surface="lab",
-            concurrency=1,
+            concurrency=3,
             progress=seen.append,
         )
         assert [r.run_id for r in report.runs] == runs and not report.skipped

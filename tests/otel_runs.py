@@ -87,7 +87,11 @@ def rich_agent() -> Agent:
 
 async def rich_run(store: EventStore, sink: Sink | None = None, run_id: str = "r1") -> None:
     async with engine(store, sink, ids=run_id) as running:
-        result = await running.run(rich_agent(), "Weather in Paris?", run_id=run_id, user_id="u1")
+        await rich_run_in(running, run_id)
+
+
+async def rich_run_in(running: Engine, run_id: str) -> None:
+    result = await running.run(rich_agent(), "Weather in Paris?", run_id=run_id, user_id="u1")
     assert result.status == "completed"
 
 

@@ -6,6 +6,7 @@ as OTLP protobuf over HTTP to a receiver in this test and are decoded there.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import subprocess
@@ -352,3 +353,20 @@ def test_without_the_extra_the_engine_works_and_export_says_what_to_install() ->
     assert result.stdout.startswith(
         "OpenTelemetry export needs the 'otel' extra: pip install 'agentledger[otel]'"
     )
+
+
+async def test_the_benchmark_in_small() -> None:
+    # benchmarks/otel_export.py with 3 runs: the live spans are the exported ones, and every
+    # span sent over OTLP/HTTP arrived.
+    spec = importlib.util.spec_from_file_location(
+        "otel_bench", ROOT / "benchmarks" / "otel_export.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = await bench.main(3)
+    # 9 or 10 spans a run: the failing tier is skipped once its breaker opens.
+    live = figures["live_spans"]
+    assert 27 <= live <= 30 and figures["live_spans_differing_from_export"] == 0
+    assert figures["otlp_http_spans_received"] == figures["otlp_http_spans_sent"] == live
+    assert figures["runs_in_store"] == 7  # the warm-up run, 3 without the sink, 3 with it

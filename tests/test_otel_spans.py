@@ -6,13 +6,18 @@ and durations, so the test fails if the builder invents or moves any of them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
+import anyio
 import pytest
 from otel_runs import paused_run, refused_run, rich_run
 
+from agentledger.engine import Agent, BudgetPolicy, Budgets, Engine, ModelReply, ModelRequest, Price
 from agentledger.engine.otel import SpanRecord, build_spans, run_trace_id, span_id_of
+from agentledger.engine.testing import FakeClock, SequentialIds, reply
 from agentledger.events import (
     MemoryEventStore,
     ModelCallFailed,
@@ -52,6 +57,7 @@ async def test_a_run_becomes_an_agent_span_with_its_model_attempts_and_tool_call
     (weather,) = [t for t in tools if t.attributes["gen_ai.tool.call.id"] == "c1"]
     assert tier.parent_span_id == weather.span_id
     assert len({s.span_id for s in spans}) == len(spans)
+    assert {s.attributes["gen_ai.conversation.id"] for s in spans} == {"r1"}
 
     # The run: its first and last events' times, the conventions' names, the run's totals.
     started = of_type(events, "run_started")[0]
@@ -254,3 +260,57 @@ def test_the_attribute_names_are_the_conventions() -> None:
     assert error.ERROR_TYPE == _names.ERROR_TYPE
     ops = {op.value for op in semconv.GenAiOperationNameValues}
     assert {_names.OP_CHAT, _names.OP_EXECUTE_TOOL, _names.OP_INVOKE_AGENT} <= ops
+
+
+async def test_a_run_cut_off_and_resumed_is_one_trace_across_its_sessions() -> None:
+    asked = anyio.Event()
+    calls: list[int] = []
+
+    def answer(request: ModelRequest) -> ModelReply:
+        calls.append(1)
+        return reply("Sunny.")
+
+    class Hanging:
+        """Answers the second request; the first hangs until the process "dies"."""
+
+        name = "gpt-4o"
+
+        async def complete(self, request: ModelRequest) -> ModelReply:
+            if not calls:
+                calls.append(0)
+                asked.set()
+                await anyio.sleep_forever()
+            return answer(request)
+
+    # With a budget the request is written (with its reservation) before the model is asked.
+    price = Price(input_per_mtok=Decimal(1), output_per_mtok=Decimal(1))
+    agent = Agent(name="forecaster", model=Hanging(), prices={"gpt-4o": price})
+    budgets = Budgets({"default": BudgetPolicy(per_run_usd=Decimal(1))})
+    async with MemoryEventStore() as store:
+        first = Engine(store, clock=FakeClock(), ids=SequentialIds("a"), budgets=budgets)
+        async with first:
+            with anyio.CancelScope() as crash:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(functools.partial(first.run, agent, "Paris?", run_id="r1"))
+                    await asked.wait()
+                    crash.cancel()
+        cut = await store.read_stream("run-r1")
+        later = FakeClock(datetime(2026, 1, 2, tzinfo=UTC), tick=timedelta(milliseconds=5))
+        second = Engine(store, clock=later, ids=SequentialIds("b"), agents=[agent], budgets=budgets)
+        async with second:
+            assert (await second.resume("r1")).status == "completed"
+        events = await store.read_stream("run-r1")
+
+    # Before the resume: nothing has closed yet.
+    assert build_spans(cut) == []
+    spans = build_spans(events)
+    assert [s.name for s in spans] == ["chat gpt-4o", "chat gpt-4o", "invoke_agent forecaster"]
+    cut_off, answered, root = spans
+    interrupted = next(r.event for r in events if r.type == "model_call_interrupted")
+    assert cut_off.attributes["error.type"] == "interrupted" and cut_off.status == "error"
+    # The request of the first session ends when the second one found it unanswered.
+    requested = next(r.event for r in cut if r.type == "model_call_requested")
+    assert (cut_off.start, cut_off.end) == (requested.at, interrupted.at)
+    assert answered.status == "unset" and answered.start.day == 2
+    assert (root.start, root.end) == (events[0].event.at, events[-1].event.at)
+    assert "run_resumed" in [e.name for e in root.events]

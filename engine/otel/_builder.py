@@ -14,7 +14,9 @@ A model attempt ends at its answer and starts ``duration_ms`` before it (the tim
 port measured around the call), so a reservation's write does not count as the model's time.
 Events that open or close nothing (a retry's back-off, a fallback, a skipped tier, a critic
 verdict, a pause) become span events of the span they belong to while it is open, else of the
-run's span. Budget bookkeeping is left out: a call's cost is on its chat span.
+run's span. Of the budget's bookkeeping only a request's reservation is kept (an attribute of its
+chat span); what the call cost is on the chat span already. Every span carries the run id as
+``gen_ai.conversation.id``.
 """
 
 from __future__ import annotations
@@ -169,6 +171,7 @@ class SpanBuilder:
         parent = None if event.span_id == event.run_id else event.run_id
         if isinstance(event, ToolTierFailed):
             parent = event.parent_span_id
+        attributes[n.GEN_AI_CONVERSATION_ID] = event.run_id
         span = _Open(name, kind, event.span_id, parent, start or event.at, attributes)
         turn = self._turns.get(event.parent_span_id or "")
         if turn is not None:
@@ -249,7 +252,6 @@ class SpanBuilder:
         attributes: dict[str, AttributeValue] = {
             n.GEN_AI_OPERATION_NAME: n.OP_INVOKE_AGENT,
             n.GEN_AI_AGENT_NAME: event.agent,
-            n.GEN_AI_CONVERSATION_ID: event.run_id,
             n.GEN_AI_REQUEST_MODEL: event.model,
             n.RUN_ID: event.run_id,
             n.RUN_USER_ID: event.user_id,

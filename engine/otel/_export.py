@@ -16,14 +16,16 @@ from agentledger.projections._streams import is_run_stream, run_stream
 from ._builder import build_spans
 from ._errors import OtelExportError
 from ._providers import ProviderOf, default_provider
+from ._records import SpanRecord
 from ._sdk import require_sdk, resource, to_readable
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExporter
 
 _PAGE = 1000
+_BATCH = 512
+"""Spans per export call of ``export_runs``: a week of runs is not one HTTP request per run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +55,11 @@ async def export_run(
     reports a failure and ``OtelNotInstalledError`` without the ``otel`` extra.
     """
     require_sdk()
-    return await _export_one(
-        store, run_id, exporter, resource(service_name), include_open, provider_of
-    )
+    on = resource(service_name)
+    spans = [to_readable(s, on) for s in await _spans(store, run_id, include_open, provider_of)]
+    if spans:
+        await send(exporter, spans, [run_id])
+    return len(spans)
 
 
 async def export_runs(
@@ -69,14 +73,25 @@ async def export_runs(
     provider_of: ProviderOf = default_provider,
 ) -> ExportSummary:
     """Send the spans of many runs: ``run_ids``, or every run in the store (optionally only
-    those started after ``started_after``), one export call per run, in the order given or
-    started. Raises like ``export_run``."""
+    those started after ``started_after``), in the order given or started, several runs to an
+    export call. Raises like ``export_run``; the runs of the calls before a failure were sent."""
     require_sdk()
     on = resource(service_name)
     ids = list(run_ids) if run_ids is not None else await stored_runs(store, started_after)
     sent = 0
+    batch: list[ReadableSpan] = []
+    runs: list[str] = []
     for run_id in ids:
-        sent += await _export_one(store, run_id, exporter, on, include_open, provider_of)
+        batch += [
+            to_readable(s, on) for s in await _spans(store, run_id, include_open, provider_of)
+        ]
+        runs.append(run_id)
+        if len(batch) >= _BATCH:
+            await send(exporter, batch, runs)
+            sent, batch, runs = sent + len(batch), [], []
+    if batch:
+        await send(exporter, batch, runs)
+        sent += len(batch)
     return ExportSummary(runs=len(ids), spans=sent, run_ids=tuple(ids))
 
 
@@ -97,31 +112,24 @@ async def stored_runs(store: EventStore, started_after: datetime | None = None) 
     return found
 
 
-async def _export_one(
-    store: EventStore,
-    run_id: str,
-    exporter: SpanExporter,
-    on: Resource,
-    include_open: bool,
-    provider_of: ProviderOf,
-) -> int:
+async def _spans(
+    store: EventStore, run_id: str, include_open: bool, provider_of: ProviderOf
+) -> list[SpanRecord]:
     events = await store.read_stream(run_stream(run_id))
     if not events:
         raise RunNotFoundError(f"no run {run_id!r} in the store")
-    spans = build_spans(events, include_open=include_open, provider_of=provider_of)
-    if spans:
-        await send(exporter, [to_readable(span, on) for span in spans], run_id)
-    return len(spans)
+    return build_spans(events, include_open=include_open, provider_of=provider_of)
 
 
-async def send(exporter: SpanExporter, spans: Sequence[ReadableSpan], run_id: str) -> None:
-    """Hand ``spans`` (of run ``run_id``) to ``exporter`` in a worker thread (an exporter
-    blocks on its network call); raises ``OtelExportError`` if it reports a failure."""
+async def send(exporter: SpanExporter, spans: Sequence[ReadableSpan], runs: Sequence[str]) -> None:
+    """Hand ``spans`` (of ``runs``) to ``exporter`` in a worker thread (an exporter blocks on
+    its network call); raises ``OtelExportError`` if it reports a failure."""
     from opentelemetry.sdk.trace.export import SpanExportResult
 
     result = await anyio.to_thread.run_sync(exporter.export, spans)
     if result is not SpanExportResult.SUCCESS:
+        which = f"run {runs[0]!r}" if len(runs) == 1 else f"{len(runs)} runs ({runs[0]!r}...)"
         raise OtelExportError(
-            f"{type(exporter).__name__} could not export {len(spans)} spans of run "
-            f"{run_id!r} (see its log for the reason)"
+            f"{type(exporter).__name__} could not export {len(spans)} spans of {which} "
+            "(see its log for the reason)"
         )

@@ -208,6 +208,13 @@ def _header(out: Output, run_id: str, row: RunSummary | None, timeline: Timeline
         ]
         if row.forked_from:
             fields.append(("forked", text(f"from {row.forked_from}")))
+    for event in timeline.root.events():
+        if event.type == "run_started":
+            fields.append(("task", text(clip(event.task.replace("\n", " "), 160))))
+        elif event.type == "run_completed":
+            fields.append(("output", text(clip(event.output.replace("\n", " "), 160))))
+        elif event.type == "run_failed":
+            fields.append(("error", text(f"{event.error_type} (in full below)", "red")))
     width = max(len(key) for key, _ in fields) + 2
     for key, value in fields:
         out.print(Text.assemble(text(key.ljust(width), "dim"), value))

@@ -167,3 +167,18 @@ async def test_ledger_reads_serve_later_runs_and_read_only_the_tail_past_them() 
         await small.before("other", 5)
         await small.before("ledger", 5)  # let go when "other" came: read again
         assert store.reads[-3:] == [("ledger", 0), ("other", 0), ("ledger", 0)]
+
+
+async def test_the_benchmark_in_small(tmp_path: Path) -> None:
+    """``benchmarks/replay_many.py`` with 12 runs: every figure that is a count is exact."""
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "benchmarks" / "replay_many.py"
+    spec = importlib.util.spec_from_file_location("replay_many_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    figures = await module.main(12, tmp_path / "runs.db")
+    assert figures["replay_identical_c1"] == figures["replay_identical_c4"] == 12
+    assert figures["changed_prompt_divergent"] == 12 and figures["changed_prompt_versions"] == [1]
+    assert figures["whatif_outputs_changed"] == 12 and figures["whatif_skipped"] == 0

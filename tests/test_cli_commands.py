@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -185,6 +186,7 @@ def test_runs_filters_and_json(db: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert ids("--agent", "reader") == ["memory"]
     assert ids("--user", "bob") == []
     assert ids("--limit", "2") == ["memory", "breaker"]
+    assert ids("f") == ["failed", "fallback"]  # an id prefix
     capped_at = runs[2]["started_at"]
     assert ids("--since", capped_at) == ["memory", "breaker", "capped"]
     assert ids("--until", capped_at) == ["failed", "fallback"]
@@ -376,3 +378,51 @@ def test_a_postgresql_url_selects_that_store(capsys: pytest.CaptureFixture[str])
         assert done.returncode == 1 and done.stderr.count("\n") == 1
     finally:
         anyio.run(_pg_drop, name)
+
+
+def test_tail_follow_prints_events_as_they_commit(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+
+    async def record(run_id: str) -> None:
+        async with SqliteEventStore(db) as store, Engine(store, clock=FakeClock()) as engine:
+            agent = Agent(name="a", model=ScriptedModel([reply("hi")]))
+            assert (await engine.run(agent, "x", run_id=run_id)).status == "completed"
+
+    anyio.run(record, "before")
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "agentledger.engine", "tail", "-f", "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())
+        assert (first["stream_id"], first["position"]) == ("run-before", 1)
+        while json.loads(follower.stdout.readline())["event"]["type"] != "run_completed":
+            pass
+        anyio.run(record, "after")  # written by another process while tail -f waits
+        line = json.loads(follower.stdout.readline())
+        assert line["stream_id"] == "run-after" and line["event"]["type"] == "run_started"
+    finally:
+        follower.send_signal(signal.SIGINT)  # Ctrl-C: how a person stops tail -f
+        code = follower.wait(timeout=10)
+    assert code == 130
+    assert b"Traceback" not in (follower.stderr.read() if follower.stderr else b"")
+
+
+def test_the_cli_benchmark_times_every_command_it_names() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "cli.py"
+    spec = importlib.util.spec_from_file_location("bench_cli", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = bench.measure(runs=10, turns=4, repeat=1)
+    assert figures["runs"] == 11 and figures["long_run_turns"] == 4
+    # A run of k tool turns: started, (k + 1) x (turn, request, reply), k x (intent, result),
+    # completed: 10 events for a short run (k = 1), 25 for the long one (k = 4).
+    assert figures["events"] == 10 * 10 + 25
+    for name in ("runs_cold_ms", "runs_ms", "show_long_ms", "context_ms", "startup_ms"):
+        assert figures[name] > 0
+    assert figures["rebuild_events_per_s"] > 0

@@ -152,6 +152,7 @@ def _histories(commands: _Commands) -> None:
 
 
 def _runs(runs: argparse.ArgumentParser) -> None:
+    runs.add_argument("prefix", nargs="?", metavar="PREFIX", help="only runs whose id starts so")
     runs.add_argument("--user", help="only this user's runs")
     runs.add_argument("--agent", help="only this agent's runs")
     runs.add_argument("--status", choices=STATUSES, help="only runs with this status")

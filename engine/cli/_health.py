@@ -16,14 +16,13 @@ from agentledger.projections import ProjectionRunner, ToolHealth, ToolHealthRows
 from agentledger.projections._tool_health import circuit_open_until, circuit_state
 
 from ._output import Output, text
+from ._store import open_store
 
 _STATE_STYLE = {"closed": "green", "open": "bold red", "half_open": "yellow"}
 
 
 async def command(options: argparse.Namespace, out: Output) -> int:
     """Print each (tool, tier): successes, failures, failures in a row, breaker state."""
-    from ._store import open_store
-
     policy = BreakerPolicy()
     threshold = options.threshold or policy.threshold
     cooldown = (

@@ -16,7 +16,7 @@ from typing import Any
 
 from ._details import clip
 from ._errors import CliError, NotFoundError, UsageError
-from ._output import Output, plural
+from ._output import Output, note, plural
 from ._progress import progress_bar
 from ._runs import resolve_run
 from ._store import open_store
@@ -106,8 +106,6 @@ async def command(options: argparse.Namespace, out: Output) -> int:
     if options.json:
         out.json({"runs": run_ids, "spans": spans})
     elif options.console:
-        from ._output import note
-
         note(summary)  # stdout holds the spans
     else:
         out.line(summary + (f" to {options.endpoint}" if options.endpoint else ""))

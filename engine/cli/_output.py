@@ -89,10 +89,14 @@ class Output:
     def json(self, value: Any) -> None:
         """``value`` as one JSON document on stdout (non-JSON values such as Decimal, as
         strings), with the control characters a terminal would obey escaped."""
-        data = orjson.dumps(value, default=str, option=orjson.OPT_INDENT_2) + b"\n"
+        data = safe_json(orjson.dumps(value, default=str, option=orjson.OPT_INDENT_2) + b"\n")
+        binary = getattr(sys.stdout, "buffer", None)
+        if binary is None:  # a text-only stream (an embedding's, a test's StringIO)
+            sys.stdout.write(data.decode())
+            return
         sys.stdout.flush()
-        sys.stdout.buffer.write(safe_json(data))
-        sys.stdout.buffer.flush()
+        binary.write(data)
+        binary.flush()
 
 
 def plain_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
 from rich.text import Text
 
 from agentledger.engine._engine import Engine
-from agentledger.events import EventStore
-from agentledger.projections import RunFilter
+from agentledger.events import EventStore, RunStarted
+from agentledger.projections import RunFilter, run_stream
 from agentledger.replay import ReplayBatch, WhatIfReport
 
 from ._agents import Loaded, load
@@ -93,8 +94,6 @@ def _render_batch(out: Output, batch: ReplayBatch) -> None:
 
 
 def _compact(value: Any) -> str:
-    import orjson
-
     return orjson.dumps(value, default=str).decode()
 
 
@@ -117,9 +116,6 @@ async def replay(options: argparse.Namespace, out: Output) -> int:
 
 async def _check_agent(store: EventStore, run_id: str, loaded: Loaded) -> None:
     """Before a fork is copied to go on live: the agent it would go on with is there."""
-    from agentledger.events import RunStarted
-    from agentledger.projections import run_stream
-
     first = await store.read_stream(run_stream(run_id), limit=1)
     started = first[0].event if first else None
     if isinstance(started, RunStarted) and started.agent not in loaded.agents:

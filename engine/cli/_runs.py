@@ -107,6 +107,8 @@ class RunFilter:
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 20
+    prefix: str = ""
+    """Only runs whose id starts with this."""
 
 
 async def select_runs(store: EventStore, wanted: RunFilter) -> list[RunRow]:
@@ -125,6 +127,8 @@ async def select_runs(store: EventStore, wanted: RunFilter) -> list[RunRow]:
     for summary in candidates:
         if len(selected) >= wanted.limit:
             break
+        if not summary.run_id.startswith(wanted.prefix):
+            continue
         damage = parked.get(summary.run_id) or await damage_in(store, summary.run_id)
         row = RunRow(summary.run_id, summary, damage)
         if wanted.status is None or row.status == wanted.status:
@@ -134,7 +138,8 @@ async def select_runs(store: EventStore, wanted: RunFilter) -> list[RunRow]:
     if unfiltered and untimed and wanted.status in (None, "parked"):
         # A run whose very first event is damaged is not in the index at all.
         for run_id in sorted(parked.keys() - rows.keys()):
-            selected.append(RunRow(run_id, None, parked[run_id]))
+            if run_id.startswith(wanted.prefix):
+                selected.append(RunRow(run_id, None, parked[run_id]))
     return selected[: wanted.limit]
 
 
@@ -198,6 +203,7 @@ async def command(options: argparse.Namespace, out: Output) -> int:
         since=options.since,
         until=options.until,
         limit=options.limit,
+        prefix=options.prefix or "",
     )
     async with open_store(options.db) as store:
         rows = await select_runs(store, wanted)

@@ -26,7 +26,7 @@ from ._context import show_context
 from ._details import clip, detail, millis, money
 from ._escape import safe_text
 from ._output import Output, lines, plural, text
-from ._runs import resolve_run, status_text
+from ._runs import RunRow, resolve_run, run_json, status_text
 from ._store import open_store
 from ._timeline import Entry, Span, Timeline, build_timeline
 
@@ -93,6 +93,27 @@ def _short_failure(event: Event) -> str:
     return f"{event.error_type}: {clip(first, 160)}" + ("" if whole else " (in full below)")
 
 
+def _tool_outcome(events: list[Event]) -> tuple[str, str]:
+    """How a tool call ended, from its span's events (the last outcome wins)."""
+    for event in reversed(events):
+        match event.type:
+            case "tool_call_succeeded":
+                return f"ok via {event.tier}", "green"
+            case "tool_result_reused":
+                return "cache hit, not run again", "green"
+            case "tool_call_degraded":
+                return "degraded: every tier failed", "red"
+            case "tool_outcome_unknown":
+                return "outcome unknown", "red"
+            case "tool_arguments_rejected":
+                return "arguments rejected", "red"
+            case "confirmation_denied":
+                return "denied", "red"
+            case "confirmation_requested":
+                return "waiting for a yes", "yellow"
+    return "in flight", "yellow"
+
+
 def _span_label(span: Span, start: datetime | None) -> Text:
     events = span.events()
     window = span.window()
@@ -124,7 +145,13 @@ def _span_label(span: Span, start: datetime | None) -> Text:
             named = next((e for e in events if hasattr(e, "tool_name")), None)
             name = getattr(named, "tool_name", "?")
             call = getattr(named, "call_id", "?")
-            return Text.assemble(at, text(f"tool {name}", "bold"), text(f" [{call}]{took}"))
+            outcome, style = _tool_outcome(events)
+            return Text.assemble(
+                at,
+                text(f"tool {name}", "bold"),
+                text(f" [{call}]{took}: "),
+                text(outcome, style),
+            )
     return Text.assemble(at, text(f"span {span.span_id}{took}"))
 
 
@@ -181,6 +208,13 @@ def _header(out: Output, run_id: str, row: RunSummary | None, timeline: Timeline
         ]
         if row.forked_from:
             fields.append(("forked", text(f"from {row.forked_from}")))
+    for event in timeline.root.events():
+        if event.type == "run_started":
+            fields.append(("task", text(clip(event.task.replace("\n", " "), 160))))
+        elif event.type == "run_completed":
+            fields.append(("output", text(clip(event.output.replace("\n", " "), 160))))
+        elif event.type == "run_failed":
+            fields.append(("error", text(f"{event.error_type} (in full below)", "red")))
     width = max(len(key) for key, _ in fields) + 2
     for key, value in fields:
         out.print(Text.assemble(text(key.ljust(width), "dim"), value))
@@ -225,8 +259,6 @@ def show_json(
     run_id: str, row: RunSummary | None, timeline: Timeline, events: list[RecordedEvent]
 ) -> Any:
     """What ``show --json`` prints: the summary, the numbered model calls, every event."""
-    from ._runs import RunRow, run_json
-
     summary = run_json(RunRow(run_id, row, None))
     if timeline.damage:
         summary["status"] = "parked"

@@ -67,7 +67,7 @@ from ._errors import (
     UnknownPriceError,
     UnknownSurfaceError,
 )
-from ._sink import JsonLinesSink, event_line
+from ._sink import JsonLinesSink, combine_sinks, event_line
 from .loop._ports import Clock, IdSource, RandomIds, SystemClock
 
 __all__ = [
@@ -137,6 +137,7 @@ __all__ = [
     "approximate_tokens",
     "canonical_arguments",
     "check_reservation",
+    "combine_sinks",
     "day_stream",
     "event_line",
     "idempotency_key",

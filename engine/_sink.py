@@ -1,8 +1,10 @@
-"""``JsonLinesSink``: every appended event as one JSON line, for any log pipeline (pattern 3)."""
+"""``JsonLinesSink``: every appended event as one JSON line, for any log pipeline (pattern 3);
+``combine_sinks`` to give an engine more than one sink."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import IO
 
 import orjson
@@ -43,3 +45,14 @@ class JsonLinesSink:
         self._stream.write(event_line(recorded))
         if self._flush:
             self._stream.flush()
+
+
+def combine_sinks(*sinks: Callable[[RecordedEvent], None]) -> Callable[[RecordedEvent], None]:
+    """One sink that hands every event to each of ``sinks`` in turn, e.g.
+    ``Engine(sink=combine_sinks(JsonLinesSink(), OtelSink(otlp_exporter())))``."""
+
+    def fan_out(recorded: RecordedEvent) -> None:
+        for sink in sinks:
+            sink(recorded)
+
+    return fan_out

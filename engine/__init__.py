@@ -44,7 +44,16 @@ from agentledger.engine.tools._tool_keys import canonical_arguments, idempotency
 from agentledger.engine.tools._tool_validation import RejectedCall, ValidCall, validate_call
 from agentledger.engine.tools._tools import Reconciled, Tool, ToolContext, to_json_value, tool
 from agentledger.projections._memory_view import MemoryPolicy
-from agentledger.replay import ReplayReport
+from agentledger.projections._run_filter import RunFilter
+from agentledger.replay import (
+    ForkError,
+    ReplayBatch,
+    ReplayProgress,
+    ReplayReport,
+    WhatIfError,
+    WhatIfProgress,
+    WhatIfReport,
+)
 
 from ._agent import DEGRADED_TOOL_INSTRUCTION, Agent, BreakerPolicy, RetryPolicy
 from ._engine import Engine, RunNotFoundError, RunResult, Sink
@@ -88,6 +97,7 @@ __all__ = [
     "CriticConfigError",
     "Engine",
     "EngineError",
+    "ForkError",
     "IdSource",
     "InvalidInputError",
     "JsonLinesSink",
@@ -112,6 +122,8 @@ __all__ = [
     "Reconciled",
     "Redactor",
     "RejectedCall",
+    "ReplayBatch",
+    "ReplayProgress",
     "ReplayReport",
     "RequiredKeywords",
     "RetryPolicy",
@@ -119,6 +131,7 @@ __all__ = [
     "RunBusyError",
     "RunConflictError",
     "RunExistsError",
+    "RunFilter",
     "RunNotFoundError",
     "RunParkedError",
     "RunResult",
@@ -133,6 +146,9 @@ __all__ = [
     "UnknownSurfaceError",
     "UserCheck",
     "ValidCall",
+    "WhatIfError",
+    "WhatIfProgress",
+    "WhatIfReport",
     "anthropic_tool_schema",
     "approximate_tokens",
     "canonical_arguments",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,13 +22,28 @@ from agentledger.events import (
     CorruptEventError,
     EventStore,
     RecordedEvent,
+    RunStarted,
     Usage,
 )
+from agentledger.projections._run_filter import RunFilter, find_runs
 from agentledger.projections._run_state import RunState, RunStatus, fold_run
 from agentledger.projections._spend import LedgerState, fold_ledger
 from agentledger.projections._streams import day_stream, is_run_stream, run_stream
 from agentledger.projections._tool_health import ToolHealthView
-from agentledger.replay import Replayer, ReplayReport
+from agentledger.replay import (
+    ReplayBatch,
+    Replayer,
+    ReplayProgress,
+    ReplayReport,
+    UnknownAgentError,
+    WhatIfError,
+    WhatIfProgress,
+    WhatIfReport,
+    fork_state,
+    forked_events,
+    lineage,
+    run_whatif,
+)
 
 from ._agent import Agent
 from ._errors import (
@@ -410,11 +425,172 @@ class Engine:
         driver = ReplayDriver(agent, self.budgets, self._admit)
         return await Replayer(self.store).replay(run_id, driver)
 
+    async def replay_all(
+        self,
+        runs: RunFilter | Iterable[str] | None = None,
+        *,
+        agent: Agent | Mapping[str, Agent] | None = None,
+        concurrency: int = 4,
+        progress: Callable[[ReplayProgress], None] | None = None,
+    ) -> ReplayBatch:
+        """Replay many runs from their own logs and report which reproduce their recording.
+
+        ``runs``: a ``RunFilter`` over the store's run index, or run ids (default: every run,
+        or every run of ``agent``'s name when one agent is given). ``agent``: an agent that
+        replaces the registered agent of its name (a changed prompt, model or tool set), or a
+        mapping from recorded agent names to agents; runs of other agents use the registered
+        ones. Up to ``concurrency`` runs replay at once; ``progress`` is called after each. A
+        run that cannot be replayed (no such run, a damaged event, an unknown agent) is an
+        entry of ``errors``, not an exception. Nothing is written to the store.
+        """
+        if isinstance(agent, Agent):
+            overrides: Mapping[str, Agent] = {agent.name: agent}
+            if runs is None:
+                runs = RunFilter(agent=agent.name)
+        else:
+            overrides = agent or {}
+        run_ids = await self._select(runs)
+
+        def driver_for(started: RunStarted) -> ReplayDriver:
+            chosen = overrides.get(started.agent) or self._agents.get(started.agent)
+            if chosen is None:
+                raise UnknownAgentError(
+                    f"no agent named {started.agent!r} to replay run {started.run_id!r}"
+                )
+            return ReplayDriver(chosen, self.budgets, self._admit)
+
+        replayer = Replayer(self.store)
+        return await replayer.replay_all(
+            run_ids, driver_for, concurrency=concurrency, progress=progress
+        )
+
+    async def fork(
+        self,
+        run_id: str,
+        *,
+        at_version: int | None = None,
+        agent: Agent | None = None,
+        new_run_id: str | None = None,
+        user_id: str | None = None,
+        surface: str | None = None,
+    ) -> str:
+        """Copy run ``run_id`` up to ``at_version`` (default 1: its start) into a new run and
+        return the new run's id; ``resume(new_id, agent=...)`` continues it live.
+
+        The fork's ``RunStarted`` records ``forked_from`` and ``forked_at_version`` and
+        describes ``agent`` when one is given (its name, model and system prompt; the task
+        stays the original's), so the copied conversation goes on under the new prompt. Its
+        budget is charged to ``user_id``/``surface`` (default: the original's); the copied
+        calls are never charged again (see ``agentledger.replay._fork``). ``agent`` is not
+        registered with the engine: pass it to ``resume`` (or ``register`` it). Raises ``ForkError``
+        for a version the run cannot go on from (past its end, after it ended, a model request
+        or tool call in flight there), ``RunNotFoundError``, ``RunExistsError`` for a stored
+        ``new_run_id``, and ``RunParkedError`` for a damaged event.
+        """
+        check_id("run_id", run_id)
+        new_id = check_id("new_run_id", new_run_id) if new_run_id else self.ids.new_id()
+        try:
+            recorded = await self.store.read_stream(run_stream(run_id))
+        except CorruptEventError as exc:
+            raise _parked(run_id, exc) from None
+        if not recorded or not isinstance(recorded[0].event, RunStarted):
+            raise RunNotFoundError(f"no run {run_id!r} in the store")
+        version = 1 if at_version is None else at_version
+        fork_state(recorded, version)
+        original = recorded[0].event
+        user = check_id("user_id", user_id) if user_id is not None else original.user_id
+        where = check_id("surface", surface) if surface is not None else original.surface
+        if self.budgets is not None:
+            self.budgets.policy(where)  # an unknown surface fails before the fork exists
+        if agent is None:
+            changes = {"run_id": new_id, "span_id": new_id, "at": self.clock.now()}
+            opening = original.model_copy(update={**changes, "user_id": user, "surface": where})
+        else:
+            check_text("the system prompt", agent.full_system_prompt(), self.sizes.max_input_text)
+            # Not registered: an experiment must not replace the agent its name resumes.
+            opening = run_started(
+                agent, new_id, original.task, user_id=user, surface=where, at=self.clock.now()
+            )
+        opening = lineage(opening, forked_from=run_id, at_version=version)
+        self._take(new_id)
+        try:
+            await self._recorder(RunState(run_id=new_id)).commit(
+                forked_events(recorded, version, opening)
+            )
+        finally:
+            del self._active[new_id]
+        return new_id
+
+    async def whatif(
+        self,
+        runs: RunFilter | Iterable[str],
+        agent: Agent,
+        *,
+        at_version: int | None = None,
+        concurrency: int = 4,
+        budget_usd: Decimal | None = None,
+        allow_side_effects: bool = False,
+        user_id: str | None = None,
+        surface: str | None = None,
+        progress: Callable[[WhatIfProgress], None] | None = None,
+    ) -> WhatIfReport:
+        """Fork each selected run (at its start, or ``at_version``) with ``agent``, run the
+        forks live, and report old and new side by side (status, cost, turns, tool calls,
+        critic verdicts, the output's change) per run and in total.
+
+        Up to ``concurrency`` forks run at once. ``budget_usd`` bounds what the forks spend: a
+        run is skipped once the spend so far plus what the runs in flight and it are expected
+        to spend (their recordings' spend after the fork point) would pass it. The forks' new
+        calls are charged to ``user_id``/``surface`` (default: each original's; a user of its
+        own, e.g. ``"whatif"``, keeps experiments off real users' day budgets). An agent with
+        side-effecting tools raises ``WhatIfError`` unless ``allow_side_effects=True``: the
+        forks run live, so their side effects happen (under the forks' own keys for
+        ``key_scope="run"`` tools). A run that cannot be forked or fails is a ``skipped``
+        entry with its error, not an exception.
+        """
+        effects = sorted(t.name for t in agent.tools if t.side_effect)
+        if effects and not allow_side_effects:
+            raise WhatIfError(
+                f"agent {agent.name!r} has side-effecting tools ({', '.join(effects)}): its forks "
+                "would run them for real; pass allow_side_effects=True to do so"
+            )
+        run_ids = await self._select(runs)
+
+        async def read(run_id: str) -> list[RecordedEvent]:
+            return await self.store.read_stream(run_stream(run_id))
+
+        async def fork(run_id: str) -> str:
+            return await self.fork(
+                run_id, at_version=at_version, agent=agent, user_id=user_id, surface=surface
+            )
+
+        async def go_on(fork_id: str) -> RunResult:
+            return await self.resume(fork_id, agent=agent)
+
+        return await run_whatif(
+            run_ids,
+            read=read,
+            fork=fork,
+            go_on=go_on,
+            at_version=at_version,
+            concurrency=concurrency,
+            budget_usd=budget_usd,
+            progress=progress,
+        )
+
     async def result(self, run_id: str) -> RunResult:
         """Where the run stands, from the store."""
         return RunResult.of(await self.load(run_id))
 
     # -- internals -------------------------------------------------------------------------
+
+    async def _select(self, runs: RunFilter | Iterable[str] | None) -> list[str]:
+        """The run ids ``runs`` names: a filter's matches (in start order), or the ids given."""
+        if runs is None or isinstance(runs, RunFilter):
+            return [row.run_id for row in await find_runs(self.store, runs)]
+        if isinstance(runs, str):
+            return [runs]
+        return list(runs)
 
     def _take(self, run_id: str) -> _Active:
         """Mark ``run_id`` as driven by this engine (before any await; the caller removes the

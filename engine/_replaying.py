@@ -40,6 +40,7 @@ class ReplayDriver:
             surface=started.surface,
             at=answers.clock.now(),
         )
+        answers.check_start(opening)
         recorder.stage([opening])
         await drive(recorder, self._agent, _ports(answers), self._budgets)
 

@@ -3,7 +3,8 @@
 ``fold(projection, events)`` folds a ``Projection`` (or a ``KeyedProjection``, whose state is
 ``{key: row}``) without I/O. ``ProjectionRunner`` keeps a ``KeyedProjection`` saved in the event
 store by global position. ``RunIndex`` is one summary row per run; query its rows with
-``get_run`` and ``list_runs``. The conversation messages a model is sent live here too, and
+``get_run`` and ``list_runs``, or select runs with a ``RunFilter`` (``find_runs`` reads a
+store's). The conversation messages a model is sent live here too, and
 the folds the engine decides from: a run's state, a key's ledger, the tools' health.
 """
 
@@ -31,6 +32,7 @@ from ._projection import (
     fold,
     fold_rows,
 )
+from ._run_filter import RunFilter, RunFilterError, find_runs
 from ._run_index import RunIndex, RunStatus, RunSummary, get_run, list_runs
 from ._run_state import (
     CriticProgress,
@@ -82,6 +84,8 @@ __all__ = [
     "ProjectionError",
     "ProjectionRunner",
     "RowDecodeError",
+    "RunFilter",
+    "RunFilterError",
     "RunIndex",
     "RunState",
     "RunStateProjection",
@@ -105,6 +109,7 @@ __all__ = [
     "circuit_open_until",
     "day_stream",
     "evolve_run",
+    "find_runs",
     "fold",
     "fold_around_damage",
     "fold_key",

@@ -28,7 +28,7 @@ class StreamFolds(Generic[S]):
 
     ``fold(events, state)`` folds a stream's events onto ``state`` (``None``: from empty), as
     ``fold_ledger`` and ``fold_key`` do. ``current(stream)`` is the fold as the store holds it
-    now; ``forget(stream)`` drops a state proven stale (an append expecting its version failed).
+    now; ``forget(stream)`` notes a state proven behind (an append expecting its version failed).
     """
 
     def __init__(
@@ -45,15 +45,23 @@ class StreamFolds(Generic[S]):
 
     async def current(self, stream: str) -> S:
         """The fold of ``stream`` as it is in the store now."""
-        known = self._states.pop(stream, None)
+        # Left in place while reading: a concurrent reader of the same stream (runs of one user
+        # reserving at once) reads on from it instead of from the stream's start.
+        known = self._states.get(stream)
         after = known.version if known is not None else 0
         fresh = await self._store.read_stream(stream, after=after)
         state = self._fold(fresh, known) if fresh or known is None else known
+        latest = self._states.pop(stream, None)
+        if latest is not None and latest.version > state.version:
+            state = latest  # another reader went further meanwhile
         if len(self._states) >= self._max_streams:
             del self._states[next(iter(self._states))]  # the least recently read
         self._states[stream] = state
         return state
 
     def forget(self, stream: str) -> None:
-        """Drop the state of ``stream``; the next ``current`` reads it whole."""
-        self._states.pop(stream, None)
+        """Note that the state of ``stream`` is behind the store (an append expecting its
+        version failed). The state is kept: it is the fold of the stream's first ``version``
+        events, which never change, so the next ``current`` reads only what came after it. (A
+        whole re-read here made every lost race of a busy ledger cost its whole length.)"""
+        return None

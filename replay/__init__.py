@@ -9,9 +9,24 @@ the ``ReplayReport`` says where (recorded version, expected, actual); ``check()`
 
 ``export_history`` writes runs as a JSON-lines history file and ``import_history`` appends one
 to any store, idempotent by event id (the file format is described in ``_history``).
+
+Over many runs: ``Replayer.replay_all`` replays a batch into one ``ReplayBatch`` (identical,
+divergent, errors). Forks: ``fork_state`` checks a fork point and ``forked_events`` makes the
+copy (see ``_fork`` for what a copy means for budgets, side effects and confirmations); a
+what-if (``run_whatif``) forks many runs with a changed agent and compares old and new
+(``WhatIfReport``). The engine's ``replay_all``, ``fork`` and ``whatif`` are the usual way in.
 """
 
 from ._answers import ReplayIds, ScratchStore, TapeAnswers
+from ._batch import (
+    ReplayBatch,
+    ReplayProgress,
+    RunDivergence,
+    RunReplayError,
+    UnknownAgentError,
+    UnknownRunError,
+    jsonable,
+)
 from ._divergence import (
     Divergence,
     NondeterminismError,
@@ -31,12 +46,24 @@ from ._history import (
     history_line,
     import_history,
 )
+from ._fork import ForkError, fork_state, forked_events, lineage
 from ._replayer import Replayer, ReplayReport, RunDriver
 from ._tape import Interruption, ModelAttempt, Tape
+from ._whatif import (
+    RunOutcome,
+    WhatIfError,
+    WhatIfProgress,
+    WhatIfReport,
+    WhatIfRun,
+    WhatIfSkip,
+    compare,
+    run_whatif,
+)
 
 __all__ = [
     "Divergence",
     "ExportReport",
+    "ForkError",
     "HistoryConflictError",
     "HistoryError",
     "HistoryFormatError",
@@ -45,18 +72,36 @@ __all__ = [
     "Interruption",
     "ModelAttempt",
     "NondeterminismError",
+    "ReplayBatch",
     "ReplayError",
     "ReplayIds",
+    "ReplayProgress",
     "ReplayReport",
     "Replayer",
+    "RunDivergence",
     "RunDriver",
+    "RunOutcome",
+    "RunReplayError",
     "ScratchStore",
     "Tape",
     "TapeAnswers",
+    "UnknownAgentError",
+    "UnknownRunError",
+    "WhatIfError",
+    "WhatIfProgress",
+    "WhatIfReport",
+    "WhatIfRun",
+    "WhatIfSkip",
+    "compare",
     "export_history",
     "find_runs",
     "first_divergence",
+    "fork_state",
+    "forked_events",
     "history_line",
     "import_history",
+    "jsonable",
+    "lineage",
+    "run_whatif",
     "stable_fields",
 ]

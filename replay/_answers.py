@@ -20,6 +20,7 @@ from agentledger.events import (
     ModelCallRequested,
     ModelCallResponded,
     RecordedEvent,
+    RunStarted,
     StreamAppend,
     ToolCallIntended,
     ToolCallReconciled,
@@ -31,7 +32,8 @@ from agentledger.projections._keys import KeyRecord, fold_key
 from agentledger.projections._spend import LedgerState, fold_ledger
 from agentledger.projections._streams import key_stream, run_stream
 
-from ._tape import Interrupted, Interruption, Tape
+from ._divergence import Divergence, stable_fields
+from ._tape import Diverged, Interrupted, Interruption, Tape
 
 
 class ScratchStore(MemoryEventStore):
@@ -151,17 +153,48 @@ class TapeHealth:
         return self._tape.skip(call_id, tier)
 
 
+class LedgerReads:
+    """The ledger streams (days, keys) replays read, kept between the runs of a batch.
+
+    A replay folds a ledger as it stood before a recorded position; the events before it never
+    change, so a stream read once serves every later run, and only its tail is read again when
+    a position past what was read is asked for. Without this, replaying every run of a user
+    would read that user's whole day ledger once per model call. The least recently used
+    streams are let go past ``max_streams``.
+    """
+
+    def __init__(self, store: EventStore, *, max_streams: int = 256) -> None:
+        self._store = store
+        self._max = max_streams
+        self._streams: dict[str, list[RecordedEvent]] = {}
+
+    async def before(self, stream: str, position: int) -> list[RecordedEvent]:
+        """The events of ``stream`` with a global position below ``position``."""
+        events = self._streams.pop(stream, None)
+        if events is None:
+            events = await self._store.read_stream(stream)
+        elif not events or events[-1].position < position - 1:
+            # Events between what was read and ``position`` may have committed since.
+            events = events + await self._store.read_stream(
+                stream, after=events[-1].version if events else 0
+            )
+        self._streams[stream] = events  # most recently used last
+        if len(self._streams) > self._max:
+            del self._streams[next(iter(self._streams))]
+        return _before(events, position)
+
+
 class TapeLedgers:
     """Day ledgers as the store held them when each recorded reservation was decided."""
 
-    def __init__(self, tape: Tape, store: EventStore, scratch: ScratchStore) -> None:
+    def __init__(self, tape: Tape, reads: LedgerReads, scratch: ScratchStore) -> None:
         self._tape = tape
-        self._store = store
+        self._reads = reads
         self._scratch = scratch
 
     async def day_ledger(self, stream: str) -> LedgerState:
         before = self._tape.ledger_read()
-        then = fold_ledger(_before(await self._store.read_stream(stream), before))
+        then = fold_ledger(await self._reads.before(stream, before))
         # Amounts as they were; the version is the scratch ledger's, which the replay appends to.
         return LedgerState(
             await self._scratch.stream_version(stream), then.settled, then.outstanding
@@ -174,15 +207,15 @@ class TapeLedgers:
 class TapeKeys:
     """Key ledgers as the store held them when each recorded side effect was decided."""
 
-    def __init__(self, tape: Tape, store: EventStore, scratch: ScratchStore) -> None:
+    def __init__(self, tape: Tape, reads: LedgerReads, scratch: ScratchStore) -> None:
         self._tape = tape
-        self._store = store
+        self._reads = reads
         self._scratch = scratch
 
     async def key_record(self, key: str, call_id: str) -> KeyRecord:
         before = self._tape.key_read(call_id)
         stream = key_stream(key)
-        then = fold_key(_before(await self._store.read_stream(stream), before))
+        then = fold_key(await self._reads.before(stream, before))
         return KeyRecord(await self._scratch.stream_version(stream), then.intent, then.outcome)
 
     def forget(self, key: str) -> None:
@@ -219,6 +252,8 @@ class TapeAnswers:
     tape: Tape
     store: EventStore
     scratch: ScratchStore
+    reads: LedgerReads | None = None
+    """Ledger streams already read (shared by the runs of a batch); a new one by default."""
     clock: TapeClock = field(init=False)
     ids: ReplayIds = field(init=False)
     models: TapeModels = field(init=False)
@@ -234,9 +269,25 @@ class TapeAnswers:
         self.models = TapeModels(self.tape, self.clock)
         self.tools = TapeTools(self.tape, self.clock)
         self.health = TapeHealth(self.tape)
-        self.ledgers = TapeLedgers(self.tape, self.store, self.scratch)
-        self.keys = TapeKeys(self.tape, self.store, self.scratch)
+        if self.reads is None:
+            self.reads = LedgerReads(self.store)
+        self.ledgers = TapeLedgers(self.tape, self.reads, self.scratch)
+        self.keys = TapeKeys(self.tape, self.reads, self.scratch)
         self.gate = TapeGate(self.tape)
+
+    def check_start(self, started: RunStarted) -> None:
+        """Raise the divergence if the replayed run starts otherwise than recorded (another
+        agent, model, prompt or task). A run writes nothing before its first model reply, so
+        without this check a changed prompt would first show as a changed model request."""
+        recorded = self.tape.events[0]
+        want, got = stable_fields(recorded.event), stable_fields(started)
+        if want != got:
+            fields = ", ".join(
+                sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+            )
+            raise Diverged(
+                Divergence(recorded.version, want, got, f"run_started differs in {fields}")
+            )
 
     def next_interruption(self) -> Interruption | None:
         """Where the recorded run was interrupted next, if anywhere."""

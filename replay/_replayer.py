@@ -9,7 +9,7 @@ ports in place of the live ones), so ``replay`` never imports ``engine``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
@@ -27,8 +27,9 @@ from agentledger.events import (
 from agentledger.projections._spend import fold_ledger
 from agentledger.projections._streams import run_stream
 
-from ._answers import ScratchStore, TapeAnswers
-from ._divergence import Divergence, NondeterminismError, ReplayError, first_divergence
+from ._answers import LedgerReads, ScratchStore, TapeAnswers
+from ._batch import ReplayBatch, ReplayProgress, UnknownRunError, replay_batch
+from ._divergence import Divergence, NondeterminismError, first_divergence
 from ._tape import Diverged, Interrupted, Tape
 
 
@@ -79,18 +80,38 @@ class Replayer:
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
+        self._reads = LedgerReads(store)
 
     async def replay(self, run_id: str, driver: RunDriver) -> ReplayReport:
-        """Drive run ``run_id`` again with ``driver``, every port answered from its log."""
+        """Drive run ``run_id`` again with ``driver``, every port answered from its log.
+
+        Raises ``UnknownRunError`` if the store holds no run ``run_id``, and the store's
+        ``CorruptEventError`` if an event of the run is damaged.
+        """
+        return await self.replay_with(run_id, lambda started: driver)
+
+    async def replay_with(
+        self, run_id: str, driver_for: Callable[[RunStarted], RunDriver]
+    ) -> ReplayReport:
+        """Like ``replay``, with the driver chosen from the run's ``RunStarted`` (its agent).
+
+        A fork's copied prefix (``forked_at_version`` events) is copied again, not driven: it
+        was the original run's work, and the fork's own sessions are replayed from there.
+        """
         recorded = await self._store.read_stream(run_stream(run_id))
         if not recorded or not isinstance(recorded[0].event, RunStarted):
-            raise ReplayError(f"no run {run_id!r} in the store")
+            raise UnknownRunError(f"no run {run_id!r} in the store")
         started = recorded[0].event
-        tape = Tape.from_events(recorded)
+        driver = driver_for(started)
+        copied = _copied(started, len(recorded))
+        tape = Tape.from_events(recorded, copied=copied)
         divergence: Divergence | None = None
         async with ScratchStore(run_id, tape) as scratch:
-            answers = TapeAnswers(run_id, tape, self._store, scratch)
+            answers = TapeAnswers(run_id, tape, self._store, scratch, self._reads)
             session: Session | None = lambda: driver.start(scratch, answers, started)  # noqa: E731
+            if copied:
+                await _copy_prefix(recorded[:copied], scratch, answers)
+                session = await _next_session(recorded, scratch, answers, driver)
             while session is not None:
                 divergence = await _session(session)
                 if divergence is not None:
@@ -110,6 +131,39 @@ class Replayer:
             recorded_spend_usd=fold_ledger(recorded).settled,
             replayed_spend_usd=fold_ledger(replayed).settled,
         )
+
+    async def replay_all(
+        self,
+        run_ids: Iterable[str],
+        driver_for: Callable[[RunStarted], RunDriver],
+        *,
+        concurrency: int = 4,
+        progress: Callable[[ReplayProgress], None] | None = None,
+    ) -> ReplayBatch:
+        """Replay every run of ``run_ids`` (at most ``concurrency`` at once), each with the
+        driver ``driver_for`` gives for its ``RunStarted``; ``progress`` hears of each run as it
+        is done. One run's trouble (no such run, a damaged event, ``UnknownAgentError`` from
+        ``driver_for``) is its entry in the report; the others go on."""
+        return await replay_batch(
+            run_ids,
+            lambda run_id: self.replay_with(run_id, driver_for),
+            concurrency=concurrency,
+            progress=progress,
+        )
+
+
+def _copied(started: RunStarted, length: int) -> int:
+    """How many leading versions of a run were copied from the run it was forked from."""
+    if started.forked_from is None or started.forked_at_version is None:
+        return 0
+    return min(max(started.forked_at_version, 0), length)
+
+
+async def _copy_prefix(
+    prefix: list[RecordedEvent], scratch: ScratchStore, answers: TapeAnswers
+) -> None:
+    copied = [NewEvent(r.event, answers.ids.new_id()) for r in prefix]
+    await scratch.append(StreamAppend(run_stream(answers.run_id), copied, expected_version=0))
 
 
 async def _session(session: Session) -> Divergence | None:

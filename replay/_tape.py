@@ -94,13 +94,24 @@ class Tape:
     interruptions: deque[Interruption] = field(default_factory=deque)
 
     @classmethod
-    def from_events(cls, events: Sequence[RecordedEvent]) -> Tape:
-        """The tape of a run's recorded stream."""
+    def from_events(cls, events: Sequence[RecordedEvent], *, copied: int = 0) -> Tape:
+        """The tape of a run's recorded stream.
+
+        The first ``copied`` versions were copied from another run (a fork's prefix): the
+        replay copies them too, so they hold no answers to play, only the state they leave.
+        """
         tape = cls(events=list(events))
         requests: dict[str, tuple[ModelCallRequested, int]] = {}
         intended: set[str] = set()  # calls of the current turn with an intent
         for recorded in events:
             event = recorded.event
+            if recorded.version <= copied:
+                # Only what a later answer needs to be matched: the turn's intents.
+                if isinstance(event, TurnStarted):
+                    intended.clear()
+                elif isinstance(event, ToolCallIntended):
+                    intended.add(event.call_id)
+                continue
             if _reads_key(event, intended):
                 call_id = getattr(event, "call_id", "")
                 tape.key_reads.setdefault(call_id, deque()).append(recorded.position)

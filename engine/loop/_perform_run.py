@@ -203,8 +203,15 @@ def run_started(
 
 
 def run_resumed(state: RunState, clock: Clock) -> RunResumed:
-    """The first event of a new session of a run: after a confirmation, or after a stop."""
-    reason = "confirmed" if state.status == "paused" else "interrupted"
+    """The first event of a new session of a run: after a confirmation, after a stop, or the
+    first session of a fork (nothing written since its copy: not an interruption)."""
+    started = state.started
+    fresh_fork = (
+        started is not None
+        and started.forked_from is not None
+        and state.version == started.forked_at_version
+    )
+    reason = "forked" if fresh_fork else "confirmed" if state.status == "paused" else "interrupted"
     return RunResumed(**in_span(state, clock, state.run_id, None), reason=reason)
 
 

@@ -34,6 +34,7 @@ from ._divergence import (
     first_divergence,
     stable_fields,
 )
+from ._fork import ForkError, fork_state, forked_events, lineage
 from ._history import (
     ExportReport,
     HistoryConflictError,
@@ -46,7 +47,6 @@ from ._history import (
     history_line,
     import_history,
 )
-from ._fork import ForkError, fork_state, forked_events, lineage
 from ._replayer import Replayer, ReplayReport, RunDriver
 from ._tape import Interruption, ModelAttempt, Tape
 from ._whatif import (

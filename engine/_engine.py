@@ -503,10 +503,8 @@ class Engine:
         if self.budgets is not None:
             self.budgets.policy(where)  # an unknown surface fails before the fork exists
         if agent is None:
-            opening = original.model_copy(
-                update={"run_id": new_id, "span_id": new_id, "at": self.clock.now()}
-            )
-            opening = opening.model_copy(update={"user_id": user, "surface": where})
+            changes = {"run_id": new_id, "span_id": new_id, "at": self.clock.now()}
+            opening = original.model_copy(update={**changes, "user_id": user, "surface": where})
         else:
             check_text("the system prompt", agent.full_system_prompt(), self.sizes.max_input_text)
             # Not registered: an experiment must not replace the agent its name resumes.
@@ -556,10 +554,7 @@ class Engine:
                 f"agent {agent.name!r} has side-effecting tools ({', '.join(effects)}): its forks "
                 "would run them for real; pass allow_side_effects=True to do so"
             )
-        if isinstance(runs, RunFilter | str) or runs is None:
-            run_ids = await self._select(runs)
-        else:
-            run_ids = list(runs)
+        run_ids = await self._select(runs)
 
         async def read(run_id: str) -> list[RecordedEvent]:
             return await self.store.read_stream(run_stream(run_id))

@@ -7,14 +7,14 @@ imports the engine. When the replayed run asks for something the recording does 
 the ``ReplayReport`` says where (recorded version, expected, actual); ``check()`` raises
 ``NondeterminismError`` for it.
 
+``export_history`` writes runs as a JSON-lines history file and ``import_history`` appends one
+to any store, idempotent by event id (the file format is described in ``_history``).
+
 Over many runs: ``Replayer.replay_all`` replays a batch into one ``ReplayBatch`` (identical,
 divergent, errors). Forks: ``fork_state`` checks a fork point and ``forked_events`` makes the
 copy (see ``_fork`` for what a copy means for budgets, side effects and confirmations); a
 what-if (``run_whatif``) forks many runs with a changed agent and compares old and new
 (``WhatIfReport``). The engine's ``replay_all``, ``fork`` and ``whatif`` are the usual way in.
-
-``export_history`` writes runs as a JSON-lines history file and ``import_history`` appends one
-to any store, idempotent by event id (the file format is described in ``_history``).
 """
 
 from ._answers import ReplayIds, ScratchStore, TapeAnswers

@@ -7,20 +7,33 @@ recorded version, what the log holds next and what the code asked for instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 from pydantic import BaseModel
 
-from agentledger.events import CorruptEventError, RunStarted
+from agentledger.events import CorruptEventError, RecordedEvent, RunStarted
 
 from ._divergence import Divergence, ReplayError
 
 Outcome = Literal["identical", "divergent", "error"]
+
+
+class Replayed(Protocol):
+    """What a batch needs of one run's replay (a ``ReplayReport``)."""
+
+    @property
+    def recorded(self) -> Sequence[RecordedEvent]: ...
+
+    @property
+    def divergence(self) -> Divergence | None: ...
+
+
+ReplayOne = Callable[[str], Awaitable[Replayed]]
 ErrorKind = Literal["not_found", "parked", "unknown_agent", "error"]
 
 
@@ -123,7 +136,7 @@ class ReplayBatch:
 
 async def replay_batch(
     run_ids: Iterable[str],
-    replay_one: Callable[[str], Any],
+    replay_one: ReplayOne,
     *,
     concurrency: int = 4,
     progress: Callable[[ReplayProgress], None] | None = None,
@@ -163,9 +176,7 @@ async def replay_batch(
     )
 
 
-async def _replay_one(
-    run_id: str, replay_one: Callable[[str], Any]
-) -> RunDivergence | RunReplayError | None:
+async def _replay_one(run_id: str, replay_one: ReplayOne) -> RunDivergence | RunReplayError | None:
     try:
         report = await replay_one(run_id)
     except CorruptEventError as exc:

@@ -254,3 +254,6 @@ async def test_a_call_awaiting_confirmation_awaits_the_forks_own_approval(
         await engine.deny(fork_id, "p1", reason="not in the what-if")
         denied = await engine.resume(fork_id)
         assert denied.output == "Done." and EXECUTIONS.count("pay:bob") == 1
+        # The fork replays: its copied prefix, then its own denial and session.
+        report = await engine.replay(fork_id, agent=payer())
+        assert report.matches, report.divergence

@@ -43,7 +43,6 @@ from ._history import (
     HistoryRunNotFoundError,
     ImportReport,
     export_history,
-    find_runs,
     history_line,
     import_history,
 )
@@ -94,7 +93,6 @@ __all__ = [
     "WhatIfSkip",
     "compare",
     "export_history",
-    "find_runs",
     "first_divergence",
     "fork_state",
     "forked_events",

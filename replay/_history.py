@@ -25,7 +25,7 @@ day ledger holds all of a user's runs of that day, and importing it would charge
 that are not in the file to the target store. ``ExportReport.ledger_events_left_out`` counts the
 entries left out that precede the run's last event: a run whose decisions read them (a user's
 day cap reached by other runs, a result reused from another run) replays differently in a store
-that lacks them, so export those runs together (all of a user's runs: ``find_runs(user_id=)``).
+that lacks them, so export those runs together (all of a user's runs: ``RunFilter(user_id=...)``).
 
 **Import** appends every event again with its event id, in the file's order, so a run's stream
 gets exactly its versions and ledger entries keep their order relative to the run's events
@@ -60,12 +60,12 @@ from agentledger.events import (
     EventStore,
     NewEvent,
     RecordedEvent,
-    RunStarted,
     StreamAppend,
     default_codec,
     utc_now,
 )
 from agentledger.events import ConcurrencyError as _StoreConcurrencyError
+from agentledger.projections._run_filter import RunFilter, find_runs
 from agentledger.projections._streams import (
     DAY_PREFIX,
     KEY_PREFIX,
@@ -146,49 +146,29 @@ class ImportReport:
 # -- export ------------------------------------------------------------------------------------
 
 
-async def find_runs(
-    store: EventStore, *, user_id: str | None = None, agent: str | None = None
-) -> list[str]:
-    """The ids of the runs in ``store`` whose start matches every filter given, in start order.
-
-    Reads the whole log once, decoding only ``run_started`` events.
-    """
-    found: list[str] = []
-    position = 0
-    while batch := await store.read_all(after=position, limit=1000):
-        position = batch[-1].position
-        for recorded in batch:
-            if recorded.type != "run_started" or not recorded.stream_id.startswith(RUN_PREFIX):
-                continue
-            started = recorded.event
-            assert isinstance(started, RunStarted)
-            if user_id is not None and started.user_id != user_id:
-                continue
-            if agent is not None and started.agent != agent:
-                continue
-            found.append(started.run_id)
-    return found
-
-
 async def export_history(
     store: EventStore,
-    run_ids: Sequence[str],
+    runs: Sequence[str] | RunFilter,
     out: IO[bytes] | str | os.PathLike[str],
     *,
     clock: Callable[[], datetime] = utc_now,
 ) -> ExportReport:
-    """Write the history of ``run_ids`` (see the module docs) to ``out``: a binary file object,
-    or a path, which is created or overwritten once every event has been read.
+    """Write the history of ``runs`` (run ids, or a ``RunFilter`` over the store's runs, oldest
+    first; see the module docs) to ``out``: a binary file object, or a path, which is created or
+    overwritten once every event has been read.
 
     Raises ``HistoryRunNotFoundError`` for a run the store does not hold; a ``DecodeError`` of
     the store for an event it cannot read (nothing is written to a path then).
     """
-    runs = list(dict.fromkeys(run_ids))
-    events, left_out = await _collect(store, runs)
+    if isinstance(runs, RunFilter):
+        run_ids = [row.run_id for row in await find_runs(store, runs)]
+    else:
+        run_ids = list(dict.fromkeys(runs))
+    events, left_out = await _collect(store, run_ids)
     header = {
         _HEADER_KEY: FORMAT_VERSION,
         "exported_at": clock(),
-        "runs": runs,
+        "runs": run_ids,
         "events": len(events),
     }
     data = b"".join([orjson.dumps(header) + b"\n", *map(history_line, events)])
@@ -197,7 +177,7 @@ async def export_history(
     else:
         out.write(data)
         out.flush()
-    return ExportReport(runs, len(events), len({r.stream_id for r in events}), left_out)
+    return ExportReport(run_ids, len(events), len({r.stream_id for r in events}), left_out)
 
 
 def history_line(recorded: RecordedEvent) -> bytes:
@@ -486,7 +466,6 @@ __all__ = [
     "HistoryRunNotFoundError",
     "ImportReport",
     "export_history",
-    "find_runs",
     "history_line",
     "import_history",
 ]

@@ -43,12 +43,12 @@ from agentledger.events import (
     TurnStarted,
     Usage,
 )
+from agentledger.projections import RunFilter, find_runs
 from agentledger.replay import (
     HistoryConflictError,
     HistoryFormatError,
     HistoryRunNotFoundError,
     export_history,
-    find_runs,
     import_history,
 )
 
@@ -256,21 +256,20 @@ async def test_runs_are_chosen_by_user_and_agent_and_ledgers_name_what_was_left_
         await record(source, "r1", user="ada", city="Oslo")
         await record(source, "r2", user="bob", city="Rome")
         await record(source, "r3", user="ada", city="Lima")
-        assert await find_runs(source) == ["r1", "r2", "r3"]
-        assert await find_runs(source, user_id="ada") == ["r1", "r3"]
-        assert await find_runs(source, user_id="ada", agent="forecaster") == ["r1", "r3"]
-        assert await find_runs(source, agent="someone else") == []
+        by_ada = RunFilter(user_id="ada", agent="forecaster")
         # r3 shares ada's day ledger with r1: r1's entries there are left out of r3 alone.
         alone = await export_history(source, ["r3"], tmp_path / "r3.jsonl")
-        together = await export_history(source, ["r1", "r3"], tmp_path / "ada.jsonl")
+        together = await export_history(source, by_ada, tmp_path / "ada.jsonl")
+        nobody = await export_history(source, RunFilter(agent="else"), tmp_path / "none.jsonl")
         day = await source.read_stream("budget-ada-2026-03-01")
     r1_entries = sum(1 for r in day if r.event.run_id == "r1")
     assert r1_entries > 0
     assert alone.ledger_events_left_out == r1_entries
-    assert together.ledger_events_left_out == 0
+    assert together.runs == ["r1", "r3"] and together.ledger_events_left_out == 0
+    assert nobody.runs == [] and nobody.events == 0
     async with sqlite_store(tmp_path / "b.db") as target:
         await import_history(target, tmp_path / "ada.jsonl")
-        assert await find_runs(target) == ["r1", "r3"]
+        assert [row.run_id for row in await find_runs(target)] == ["r1", "r3"]
         assert len(await target.read_stream("budget-ada-2026-03-01")) == len(day)
 
 

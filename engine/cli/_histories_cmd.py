@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agentledger.replay import export_history, find_runs, import_history
+from agentledger.projections import RunFilter, find_runs
+from agentledger.replay import export_history, import_history
 
 from ._errors import NotFoundError, UsageError
 from ._output import Output, note, plural
@@ -26,7 +27,8 @@ async def export(options: argparse.Namespace, out: Output) -> int:
     async with open_store(options.db) as store:
         run_ids = [await resolve_run(store, run) for run in options.runs]
         if options.user is not None or options.agent_name is not None:
-            matching = await find_runs(store, user_id=options.user, agent=options.agent_name)
+            wanted = RunFilter(user_id=options.user, agent=options.agent_name)
+            matching = [row.run_id for row in await find_runs(store, wanted)]
             run_ids = [r for r in matching if r in run_ids] if run_ids else matching
         if not run_ids:
             raise NotFoundError("no runs matched: nothing was exported")

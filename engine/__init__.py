@@ -43,6 +43,7 @@ from agentledger.engine.policies._sizes import SizePolicy
 from agentledger.engine.tools._tool_keys import canonical_arguments, idempotency_key
 from agentledger.engine.tools._tool_validation import RejectedCall, ValidCall, validate_call
 from agentledger.engine.tools._tools import Reconciled, Tool, ToolContext, to_json_value, tool
+from agentledger.events import event_line
 from agentledger.projections._memory_view import MemoryPolicy
 from agentledger.projections._run_filter import RunFilter
 from agentledger.replay import (
@@ -76,7 +77,7 @@ from ._errors import (
     UnknownPriceError,
     UnknownSurfaceError,
 )
-from ._sink import JsonLinesSink, combine_sinks, event_line
+from ._sink import JsonLinesSink, combine_sinks
 from .loop._ports import Clock, IdSource, RandomIds, SystemClock
 
 __all__ = [

@@ -7,27 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import IO
 
-import orjson
-
-from agentledger.events import EventCodec, RecordedEvent
-
-
-def event_line(recorded: RecordedEvent) -> bytes:
-    """One event as a JSON line: the envelope fields, then the event's own fields under
-    ``event``. Ends with a newline."""
-    envelope = (
-        b'{"stream_id":%b,"version":%d,"position":%d,"event_id":%b,"recorded_at":%b,'
-        b'"schema_version":%d,"event":'
-        % (
-            orjson.dumps(recorded.stream_id),
-            recorded.version,
-            recorded.position,
-            orjson.dumps(recorded.event_id),
-            orjson.dumps(recorded.recorded_at),
-            recorded.schema_version,
-        )
-    )
-    return envelope + EventCodec.encode(recorded.event) + b"}\n"
+from agentledger.events import RecordedEvent, event_line
 
 
 class JsonLinesSink:

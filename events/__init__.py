@@ -68,6 +68,7 @@ from ._errors import (
     StoreUnavailableError,
     UnknownEventTypeError,
 )
+from ._lines import event_line
 from ._memory import MemoryEventStore
 from ._sqlite import SqliteEventStore
 from ._store import Checkpoint, EventStore
@@ -154,5 +155,6 @@ __all__ = [
     "Usage",
     "default_codec",
     "event_checksum",
+    "event_line",
     "utc_now",
 ]

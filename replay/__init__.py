@@ -43,7 +43,6 @@ from ._history import (
     HistoryRunNotFoundError,
     ImportReport,
     export_history,
-    history_line,
     import_history,
 )
 from ._replayer import Replayer, ReplayReport, RunDriver
@@ -96,7 +95,6 @@ __all__ = [
     "first_divergence",
     "fork_state",
     "forked_events",
-    "history_line",
     "import_history",
     "jsonable",
     "lineage",

@@ -62,6 +62,7 @@ from agentledger.events import (
     RecordedEvent,
     StreamAppend,
     default_codec,
+    event_line,
     utc_now,
 )
 from agentledger.events import ConcurrencyError as _StoreConcurrencyError
@@ -171,33 +172,13 @@ async def export_history(
         "runs": run_ids,
         "events": len(events),
     }
-    data = b"".join([orjson.dumps(header) + b"\n", *map(history_line, events)])
+    data = b"".join([orjson.dumps(header) + b"\n", *map(event_line, events)])
     if isinstance(out, str | os.PathLike):
         await anyio.Path(out).write_bytes(data)
     else:
         out.write(data)
         out.flush()
     return ExportReport(run_ids, len(events), len({r.stream_id for r in events}), left_out)
-
-
-def history_line(recorded: RecordedEvent) -> bytes:
-    """One event as a line of a history file, in the current shape of its type; ends with a
-    newline."""
-    event = recorded.event
-    envelope = (
-        b'{"stream_id":%b,"version":%d,"position":%d,"event_id":%b,"recorded_at":%b,'
-        b'"type":%b,"schema_version":%d,"event":'
-        % (
-            orjson.dumps(recorded.stream_id),
-            recorded.version,
-            recorded.position,
-            orjson.dumps(recorded.event_id),
-            orjson.dumps(recorded.recorded_at),
-            orjson.dumps(event.type),
-            EventCodec.schema_version(event.type),
-        )
-    )
-    return envelope + EventCodec.encode(event) + b"}\n"
 
 
 async def _collect(store: EventStore, runs: list[str]) -> tuple[list[RecordedEvent], int]:
@@ -466,6 +447,5 @@ __all__ = [
     "HistoryRunNotFoundError",
     "ImportReport",
     "export_history",
-    "history_line",
     "import_history",
 ]

@@ -12,13 +12,13 @@ import orjson
 from rich.text import Text
 from rich.tree import Tree
 
-from agentledger.engine._sink import event_line
 from agentledger.events import (
     CorruptEventError,
     Event,
     EventStore,
     ModelCallRequested,
     RecordedEvent,
+    event_line,
 )
 from agentledger.projections import RunIndex, RunSummary, fold, run_stream
 

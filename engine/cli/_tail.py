@@ -11,8 +11,7 @@ import sys
 
 import orjson
 
-from agentledger.engine._sink import event_line
-from agentledger.events import CorruptEventError, RecordedEvent
+from agentledger.events import CorruptEventError, RecordedEvent, event_line
 from agentledger.projections import ParkedStream
 
 from ._escape import safe_json

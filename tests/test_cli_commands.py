@@ -138,6 +138,7 @@ def test_a_foreign_sqlite_database_is_left_as_it_was(
         (["runs", "--limit", "-1"], "argument --limit: must be at least 1, not -1"),
         (["runs", "--limit", "0"], "argument --limit: must be at least 1, not 0"),
         (["runs", "--since", "yesterday-ish"], "argument --since: not a time"),
+        (["runs", "--since", "1h", "--until", "2h"], "started_until is before started_since"),
         (["show"], "the following arguments are required: RUN"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["projections", "rebuild", "nope"], "no projection named 'nope'"),

@@ -39,12 +39,12 @@ from agentledger.engine.testing import call, reply
 from agentledger.engine.tools._tools import ToolContext, tool
 from agentledger.events import EventStore, RecordedEvent
 from agentledger.events._time import utc_now
-from agentledger.projections import run_stream
+from agentledger.projections import RunFilter, run_stream
 
 from ._details import money
 from ._errors import UsageError
 from ._output import Output, text
-from ._runs import RunFilter, render_runs, select_runs
+from ._runs import render_runs, select_runs
 from ._show import entry_text
 from ._store import open_store
 from ._timeline import Entry
@@ -339,7 +339,7 @@ async def command(options: argparse.Namespace, out: Output) -> int:
         await _trace(out, store, run_ids[0])
         out.line()
         out.line("Runs in the log, newest first:", "bold")
-        render_runs(out, await select_runs(store, RunFilter(limit=10)))
+        render_runs(out, await select_runs(store, RunFilter(), limit=10))
     out.line()
     out.print(
         text(

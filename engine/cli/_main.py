@@ -16,7 +16,7 @@ import anyio
 
 from agentledger.engine._errors import EngineError
 from agentledger.events import EventStoreError
-from agentledger.projections import ProjectionError
+from agentledger.projections import ProjectionError, RunFilterError
 from agentledger.replay import ReplayError
 
 from ._args import build_parser
@@ -80,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         error(str(exc))
         return exc.exit_code
+    except RunFilterError as exc:  # e.g. --until before --since
+        error(str(exc))
+        return EXIT_USAGE
     except BrokenPipeError:
         # The reader went away (``agentledger tail | head``): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rich.text import Text
@@ -20,9 +19,9 @@ from agentledger.events import CorruptEventError, EventStore
 from agentledger.projections import (
     ParkedStream,
     ProjectionRunner,
+    RunFilter,
     RunIndex,
     RunSummary,
-    list_runs,
     parked_runs,
     run_stream,
 )
@@ -97,50 +96,35 @@ async def resolve_run(store: EventStore, run_id: str) -> str:
     return matches[0]
 
 
-@dataclass(frozen=True)
-class RunFilter:
-    """What ``runs`` was asked for."""
-
-    user: str | None = None
-    agent: str | None = None
-    status: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: int = 20
-    prefix: str = ""
-    """Only runs whose id starts with this."""
-
-
-async def select_runs(store: EventStore, wanted: RunFilter) -> list[RunRow]:
-    """The runs matching ``wanted``, newest first, at most ``wanted.limit``."""
+async def select_runs(
+    store: EventStore,
+    wanted: RunFilter,
+    *,
+    status: str | None = None,
+    prefix: str = "",
+    limit: int = 20,
+) -> list[RunRow]:
+    """The runs ``wanted`` keeps (agent, user, start window), newest first, at most ``limit``,
+    with ``status`` (``parked`` included: a damaged run, whatever the index says) and an id
+    starting with ``prefix``."""
     rows, parked = await run_index(store)
-    candidates = list_runs(
-        rows,
-        user_id=wanted.user,
-        agent=wanted.agent,
-        started_after=wanted.since,
-        started_before=wanted.until,
-        limit=None,
-        newest_first=True,
-    )
+    candidates = replace(wanted, newest_first=True, limit=None).select(rows)
     selected: list[RunRow] = []
     for summary in candidates:
-        if len(selected) >= wanted.limit:
+        if len(selected) >= limit:
             break
-        if not summary.run_id.startswith(wanted.prefix):
+        if not summary.run_id.startswith(prefix):
             continue
         damage = parked.get(summary.run_id) or await damage_in(store, summary.run_id)
         row = RunRow(summary.run_id, summary, damage)
-        if wanted.status is None or row.status == wanted.status:
+        if status is None or row.status == status:
             selected.append(row)
-    unfiltered = wanted.user is None and wanted.agent is None
-    untimed = wanted.since is None and wanted.until is None
-    if unfiltered and untimed and wanted.status in (None, "parked"):
+    if wanted == RunFilter() and status in (None, "parked"):
         # A run whose very first event is damaged is not in the index at all.
         for run_id in sorted(parked.keys() - rows.keys()):
-            if run_id.startswith(wanted.prefix):
+            if run_id.startswith(prefix):
                 selected.append(RunRow(run_id, None, parked[run_id]))
-    return selected[: wanted.limit]
+    return selected[:limit]
 
 
 def run_json(row: RunRow) -> dict[str, Any]:
@@ -197,16 +181,19 @@ def render_runs(out: Output, rows: list[RunRow]) -> None:
 async def command(options: argparse.Namespace, out: Output) -> int:
     """``runs``: list runs (see ``RunFilter``), as a table or ``--json``."""
     wanted = RunFilter(
-        user=options.user,
         agent=options.agent,
-        status=options.status,
-        since=options.since,
-        until=options.until,
-        limit=options.limit,
-        prefix=options.prefix or "",
+        user_id=options.user,
+        started_since=options.since,
+        started_until=options.until,
     )
     async with open_store(options.db) as store:
-        rows = await select_runs(store, wanted)
+        rows = await select_runs(
+            store,
+            wanted,
+            status=options.status,
+            prefix=options.prefix or "",
+            limit=options.limit,
+        )
     if options.json:
         out.json([run_json(row) for row in rows])
     else:

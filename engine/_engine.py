@@ -394,10 +394,7 @@ class Engine:
         Raises ``RunParkedError`` if an event of the run is damaged.
         """
         check_id("run_id", run_id)
-        try:
-            state = fold_run(await self.store.read_stream(run_stream(run_id)))
-        except CorruptEventError as exc:
-            raise _parked(run_id, exc) from None
+        state = fold_run(await self._run_events(run_id))
         if state.started is None:
             raise RunNotFoundError(f"no run {run_id!r} in the store")
         return state
@@ -489,10 +486,7 @@ class Engine:
         """
         check_id("run_id", run_id)
         new_id = check_id("new_run_id", new_run_id) if new_run_id else self.ids.new_id()
-        try:
-            recorded = await self.store.read_stream(run_stream(run_id))
-        except CorruptEventError as exc:
-            raise _parked(run_id, exc) from None
+        recorded = await self._run_events(run_id)
         if not recorded or not isinstance(recorded[0].event, RunStarted):
             raise RunNotFoundError(f"no run {run_id!r} in the store")
         version = 1 if at_version is None else at_version
@@ -583,6 +577,17 @@ class Engine:
         return RunResult.of(await self.load(run_id))
 
     # -- internals -------------------------------------------------------------------------
+
+    async def _run_events(self, run_id: str) -> list[RecordedEvent]:
+        """The run's stream, every event decoded: ``RunParkedError`` for a damaged one (a
+        stream is read undecoded, so damage shows only when an event is used)."""
+        recorded = await self.store.read_stream(run_stream(run_id))
+        try:
+            for event in recorded:
+                event.event  # noqa: B018 - decoding is the check
+        except CorruptEventError as exc:
+            raise _parked(run_id, exc) from None
+        return recorded
 
     async def _select(self, runs: RunFilter | Iterable[str] | None) -> list[str]:
         """The run ids ``runs`` names: a filter's matches (in start order), or the ids given."""

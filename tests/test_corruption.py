@@ -5,6 +5,7 @@ Also: values from the log never reach the terminal with their control characters
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -153,7 +154,8 @@ async def test_a_damaged_event_parks_its_run_and_the_others_go_on(tmp_path: Path
     _damage(db, "run-bad", 2)
     async with SqliteEventStore(db) as store:
         async with Engine(store, clock=FakeClock(), ids=SequentialIds("new")) as engine:
-            for call in (engine.load, engine.result, engine.resume):
+            fork_past_it = functools.partial(engine.fork, at_version=3)
+            for call in (engine.load, engine.result, engine.resume, fork_past_it):
                 with pytest.raises(RunParkedError) as caught:
                     await call("bad")
                 parked = caught.value

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -146,12 +147,4 @@ class ScriptedModel:
                 ) from None
         if isinstance(answer, BaseException):
             raise answer
-        if not answer.model:
-            answer = ModelReply(
-                text=answer.text,
-                tool_calls=answer.tool_calls,
-                usage=answer.usage,
-                finish_reason=answer.finish_reason,
-                model=self._name,
-            )
-        return answer
+        return answer if answer.model else replace(answer, model=self._name)

@@ -147,33 +147,46 @@ async def replay_batch(
         raise ReplayError(f"concurrency must be at least 1, not {concurrency}")
     ids = list(dict.fromkeys(run_ids))  # a run named twice is replayed once
     outcomes: dict[str, RunDivergence | RunReplayError | None] = {}
-    pending = iter(ids)
 
-    async def worker() -> None:
-        # A few workers take the runs in order: the batch holds one task per worker, not per
-        # run, and no finished run's events.
-        for run_id in pending:
-            outcome = await _replay_one(run_id, replay_one)
-            outcomes[run_id] = outcome
-            if progress is not None:
-                kind: Outcome = (
-                    "identical"
-                    if outcome is None
-                    else "divergent"
-                    if isinstance(outcome, RunDivergence)
-                    else "error"
-                )
-                progress(ReplayProgress(len(outcomes), len(ids), run_id, kind))
+    async def one(run_id: str) -> None:
+        outcome = await _replay_one(run_id, replay_one)
+        outcomes[run_id] = outcome
+        if progress is not None:
+            kind: Outcome = (
+                "identical"
+                if outcome is None
+                else "divergent"
+                if isinstance(outcome, RunDivergence)
+                else "error"
+            )
+            progress(ReplayProgress(len(outcomes), len(ids), run_id, kind))
 
-    async with anyio.create_task_group() as tg:
-        for _ in range(min(concurrency, len(ids))):
-            tg.start_soon(worker)
+    await in_order(ids, one, concurrency)
     return ReplayBatch(
         total=len(ids),
         identical=tuple(i for i in ids if outcomes[i] is None),
         divergent=tuple(o for i in ids if isinstance(o := outcomes[i], RunDivergence)),
         errors=tuple(o for i in ids if isinstance(o := outcomes[i], RunReplayError)),
     )
+
+
+async def in_order(
+    items: Sequence[str], work: Callable[[str], Awaitable[None]], concurrency: int
+) -> None:
+    """``work(item)`` for each item, started in order, at most ``concurrency`` at once.
+
+    A few workers take the items in turn: a batch holds one task per worker, not per item (and
+    nothing of an item once its work is done).
+    """
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            await work(item)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(min(concurrency, len(items))):
+            tg.start_soon(worker)
 
 
 async def _replay_one(run_id: str, replay_one: ReplayOne) -> RunDivergence | RunReplayError | None:

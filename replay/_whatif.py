@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-import anyio
-
 from agentledger.events import CriticVerdict, ModelCallResponded, RecordedEvent, RunStarted
 from agentledger.projections._run_state import fold_run
 
+from ._batch import in_order
 from ._divergence import ReplayError
 
 _DIFF_LINES = 40
@@ -277,7 +276,6 @@ async def run_whatif(
     skipped: dict[str, WhatIfSkip] = {}
     spent = Decimal(0)
     expected_in_flight: dict[str, Decimal] = {}
-    pending = iter(ids)
 
     def report(run_id: str, outcome: Literal["compared", "budget", "error"]) -> None:
         if progress is not None:
@@ -329,14 +327,8 @@ async def run_whatif(
         else:
             report(run_id, "compared")
 
-    async def worker() -> None:
-        # Runs start in the order given (the budget favours the first), ``concurrency`` at once.
-        for run_id in pending:
-            await one(run_id)
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(min(concurrency, len(ids))):
-            tg.start_soon(worker)
+    # Runs start in the order given (the budget favours the first), ``concurrency`` at once.
+    await in_order(ids, one, concurrency)
     return WhatIfReport(
         runs=tuple(compared[i] for i in ids if i in compared),
         skipped=tuple(skipped[i] for i in ids if i in skipped),

@@ -87,6 +87,14 @@ class RunStarted(EventBase):
     forked_from: str | None = None
     forked_at_version: int | None = None
     settings: dict[str, JsonValue] = Field(default_factory=dict)
+    conversation_id: str | None = None
+    """The conversation this run belongs to (runs of one conversation share their history)."""
+    follows: str | None = None
+    """The run of the conversation this one continues."""
+    parent_run_id: str | None = None
+    """For a sub-agent's run: the run whose tool call started it."""
+    parent_call_id: str | None = None
+    """For a sub-agent's run: the parent's tool call that started it."""
 
 
 class TurnStarted(EventBase):

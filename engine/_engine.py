@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -17,6 +18,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from agentledger.events import (
+    BudgetOvershot,
     ConfirmationApproved,
     ConfirmationDenied,
     CorruptEventError,
@@ -73,8 +75,26 @@ _TOOL_CLOSE_GRACE = 2.0
 
 _DEFAULT_REDACTION = Redactor()
 
+logger = logging.getLogger("agentledger.engine.budget")
+
 Sink = Callable[[RecordedEvent], None]
 """Called with every event the engine appends, after it commits (e.g. ``JsonLinesSink``)."""
+
+
+def _warn_overshoots(overshoots: Sequence[BudgetOvershot]) -> None:
+    """Log the overshoots this session recorded (a resumed run does not repeat older ones)."""
+    for event in overshoots:
+        logger.warning(
+            "run %s: model %s cost %s USD, %s more than the %s reserved (the server ignored the "
+            "output limit?); the run and user %s's day %s are closed to capped model calls",
+            event.run_id,
+            event.model,
+            event.actual_usd,
+            event.over_usd,
+            event.reserved_usd,
+            event.user_id,
+            event.day.isoformat(),
+        )
 
 
 class RunNotFoundError(EngineError):
@@ -94,6 +114,14 @@ class RunResult:
     flagged: bool = False
     error: str | None = None
     pending_confirmations: tuple[str, ...] = field(default_factory=tuple)
+    overshoots: tuple[BudgetOvershot, ...] = ()
+    """Model calls that cost more than their reservation (a server ignored the output limit);
+    the first closed the run and the user's day to further capped calls."""
+
+    @property
+    def overshot(self) -> bool:
+        """Whether a model call of the run cost more than the budget reserved for it."""
+        return bool(self.overshoots)
 
     @classmethod
     def of(cls, state: RunState) -> RunResult:
@@ -110,6 +138,7 @@ class RunResult:
             pending_confirmations=()
             if state.is_terminal
             else tuple(i for i, c in state.calls.items() if c.status == "awaiting_confirmation"),
+            overshoots=state.overshoots,
         )
 
 
@@ -648,6 +677,7 @@ class Engine:
 
     async def _drive(self, active: _Active, recorder: Recorder, agent: Agent) -> RunResult:
         active.recorder = recorder
+        seen = len(recorder.state.overshoots)
         with active.scope:
             try:
                 await drive(recorder, agent, self._ports(agent), self.budgets)
@@ -661,6 +691,7 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 await recorder.settle()
                 await cancel_run(recorder, self.clock, self.ids, active.cancel_reason)
+        _warn_overshoots(recorder.state.overshoots[seen:])
         return RunResult.of(recorder.state)
 
     async def _awaiting(self, run_id: str, call_id: str) -> RunState:

@@ -452,6 +452,29 @@ class BudgetExceeded(EventBase):
     cap_usd: Decimal
     committed_usd: Decimal
     requested_usd: Decimal
+    closed_by: str | None = None
+    """The reservation id of the ``BudgetOvershot`` that closed the cap (``None``: the cap's
+    amount forbade the call)."""
+
+
+class BudgetOvershot(EventBase):
+    """A model call cost more than its reservation (a server ignored the output limit).
+
+    Recorded with the settlement, in the run's stream and the user's day ledger, in the same
+    append. It closes the run's caps and the user's day: no further capped model call is made
+    for that run, nor for any run of that user on that ``day``. The settlement holds the real
+    cost; ``over_usd`` is ``actual_usd - reserved_usd``.
+    """
+
+    type: Literal["budget_overshot"] = "budget_overshot"
+    reservation_id: str
+    user_id: str
+    day: date
+    surface: str = "default"
+    model: str = ""
+    reserved_usd: Decimal
+    actual_usd: Decimal
+    over_usd: Decimal
 
 
 # -- memory and critic -------------------------------------------------------------------------
@@ -527,7 +550,8 @@ Event = Annotated[
     | BudgetExceeded
     | MemoryCompacted
     | CriticVerdict
-    | RevisionRequested,
+    | RevisionRequested
+    | BudgetOvershot,
     Field(discriminator="type"),
 ]
 """Every event the engine records, discriminated by its ``type`` tag."""

@@ -53,6 +53,7 @@ from ._spend import (
     spend_by_day,
     spend_for_run,
     spend_for_user_day,
+    spend_rows_by_day,
 )
 from ._stream_folds import StreamFolds
 from ._streams import day_stream, key_stream, run_stream
@@ -131,4 +132,5 @@ __all__ = [
     "spend_by_day",
     "spend_for_run",
     "spend_for_user_day",
+    "spend_rows_by_day",
 ]

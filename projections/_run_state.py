@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from agentledger.events import (
     BudgetExceeded,
+    BudgetOvershot,
     BudgetReleased,
     BudgetReserved,
     BudgetSettled,
@@ -184,6 +185,8 @@ class RunState:
     """Settled budget: the sum of the run's ``BudgetSettled.actual_usd``."""
     reservations: dict[str, BudgetReserved] = field(default_factory=dict)
     """Budget reserved for model calls not settled or released yet, by reservation id."""
+    overshoots: tuple[BudgetOvershot, ...] = ()
+    """Model calls that cost more than their reservation; the first closes the run's caps."""
     revision: int = 0
     """Revisions the critic has asked for so far."""
     revision_turn: int = 0
@@ -199,6 +202,14 @@ class RunState:
     def committed_usd(self) -> Decimal:
         """Settled spend plus outstanding reservations: what the run cap is checked against."""
         return self.spent_usd + sum((r.amount_usd for r in self.reservations.values()), Decimal(0))
+
+    @property
+    def budget_closed_by(self) -> str | None:
+        """The reservation id of the overshoot that closed the run's caps (``None``: open).
+
+        A closed run makes no further capped model call: its next request is refused.
+        """
+        return self.overshoots[0].reservation_id if self.overshoots else None
 
 
 def _add_usage(a: Usage, b: Usage) -> Usage:
@@ -376,6 +387,11 @@ def _settled(state: RunState, event: BudgetSettled, version: int) -> Changes:
 def _released(state: RunState, event: BudgetReleased, version: int) -> Changes:
     rest = {k: v for k, v in state.reservations.items() if k != event.reservation_id}
     return {"reservations": rest}
+
+
+def _overshot(state: RunState, event: BudgetOvershot, version: int) -> Changes:
+    # The settlement before it already moved ``spent_usd`` by the real cost.
+    return {"overshoots": (*state.overshoots, event)}
 
 
 def _exceeded(state: RunState, event: BudgetExceeded, version: int) -> Changes:
@@ -556,6 +572,7 @@ _HANDLERS: dict[str, Callable[[RunState, Any, int], Changes]] = {
     "memory_compacted": _compacted,
     "critic_verdict": _verdict,
     "revision_requested": _revision,
+    "budget_overshot": _overshot,
 }
 """Every event type's handler (a test checks the catalog has no type without one)."""
 

@@ -14,20 +14,28 @@ streams only, so no amount is counted twice.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from types import MappingProxyType
 
 import orjson
 
-from agentledger.events import BudgetReleased, BudgetReserved, BudgetSettled, RecordedEvent
+from agentledger.events import (
+    BudgetOvershot,
+    BudgetReleased,
+    BudgetReserved,
+    BudgetSettled,
+    RecordedEvent,
+)
 
 from ._streams import DAY_PREFIX, RUN_PREFIX
 
 _ZERO = Decimal(0)
 
-_BUDGET_EVENT_TYPES = frozenset({"budget_reserved", "budget_settled", "budget_released"})
+_BUDGET_EVENT_TYPES = frozenset(
+    {"budget_reserved", "budget_settled", "budget_released", "budget_overshot"}
+)
 
 
 def _no_reservations() -> Mapping[str, Decimal]:
@@ -59,11 +67,25 @@ class LedgerState:
     ``version`` is the version of the last event folded from the ledger's stream (0: none), the
     expected version of the next append to it. ``outstanding`` maps reservation ids to amounts
     set aside and not yet settled or released.
+
+    ``overshoots`` counts the calls that cost more than their reservation (``BudgetOvershot``)
+    and ``overshot_usd`` by how much in all; ``settled`` already holds their real cost.
+    ``closed_by`` is the reservation id of the first one: from then on the ledger is closed and
+    no capped model call is reserved against it (for a day ledger: no run of that user that
+    day). A closed ledger is never reopened; the next day is a new ledger.
     """
 
     version: int = 0
     settled: Decimal = _ZERO
     outstanding: Mapping[str, Decimal] = field(default_factory=_no_reservations)
+    overshoots: int = 0
+    overshot_usd: Decimal = _ZERO
+    closed_by: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether an overshoot closed this ledger to further reservations."""
+        return self.closed_by is not None
 
     @property
     def reserved(self) -> Decimal:
@@ -87,11 +109,26 @@ def fold_ledger(events: Sequence[RecordedEvent], state: LedgerState | None = Non
         return current
     outstanding = dict(current.outstanding)
     settled = current.settled
+    overshoots, overshot, closed_by = current.overshoots, current.overshot_usd, current.closed_by
     for recorded in events:
         if recorded.type in _BUDGET_EVENT_TYPES:
+            event = recorded.event
+            if isinstance(event, BudgetOvershot):
+                overshoots += 1
+                overshot += event.over_usd
+                if closed_by is None:
+                    closed_by = event.reservation_id
+                continue
             amount, _ = _apply(outstanding, recorded)
             settled += amount
-    return LedgerState(events[-1].version, settled, MappingProxyType(outstanding))
+    return LedgerState(
+        events[-1].version,
+        settled,
+        MappingProxyType(outstanding),
+        overshoots,
+        overshot,
+        closed_by,
+    )
 
 
 class LedgerProjection:
@@ -115,11 +152,14 @@ class LedgerProjection:
 
 @dataclass(frozen=True, slots=True)
 class SpendRow:
-    """Spend of one user-day or one run: settled dollars, open reservations, settled calls."""
+    """Spend of one user-day or one run: settled dollars, open reservations, settled calls,
+    and the overshoots among them (calls that cost more than reserved: how many, by how much)."""
 
     settled_usd: Decimal = _ZERO
     outstanding: Mapping[str, Decimal] = field(default_factory=_no_reservations)
     calls: int = 0
+    overshoots: int = 0
+    overshot_usd: Decimal = _ZERO
 
     @property
     def reserved_usd(self) -> Decimal:
@@ -159,7 +199,7 @@ class SpendIndex:
         if recorded.type not in _BUDGET_EVENT_TYPES:
             return None
         event = recorded.event
-        if not isinstance(event, BudgetReserved | BudgetSettled | BudgetReleased):
+        if not isinstance(event, BudgetReserved | BudgetSettled | BudgetReleased | BudgetOvershot):
             return None
         stream = recorded.stream_id
         if stream.startswith(DAY_PREFIX):
@@ -171,11 +211,19 @@ class SpendIndex:
     def evolve_row(self, row: SpendRow | None, recorded: RecordedEvent) -> SpendRow | None:
         """The row after ``recorded``; the same row when the event changes nothing."""
         current = _NO_SPEND if row is None else row
+        event = recorded.event
+        if isinstance(event, BudgetOvershot):
+            return replace(
+                current,
+                overshoots=current.overshoots + 1,
+                overshot_usd=current.overshot_usd + event.over_usd,
+            )
         outstanding = dict(current.outstanding)
         amount, calls = _apply(outstanding, recorded)
         if calls == 0 and outstanding == current.outstanding:
             return row
-        return SpendRow(
+        return replace(
+            current,
             settled_usd=current.settled_usd + amount,
             outstanding=MappingProxyType(outstanding),
             calls=current.calls + calls,
@@ -188,18 +236,24 @@ class SpendIndex:
                 str(row.settled_usd),
                 {rid: str(amount) for rid, amount in row.outstanding.items()},
                 row.calls,
+                row.overshoots,
+                str(row.overshot_usd),
             ]
         )
 
     def decode_row(self, data: bytes) -> SpendRow:
-        """A row back from ``encode_row`` bytes."""
-        settled, outstanding, calls = orjson.loads(data)
+        """A row back from ``encode_row`` bytes (rows saved before overshoots were counted
+        have three fields: no overshoots)."""
+        settled, outstanding, calls, *overshoots = orjson.loads(data)
+        count, over = overshoots if overshoots else (0, "0")
         return SpendRow(
             settled_usd=Decimal(settled),
             outstanding=MappingProxyType(
                 {str(rid): Decimal(amount) for rid, amount in outstanding.items()}
             ),
             calls=int(calls),
+            overshoots=int(count),
+            overshot_usd=Decimal(over),
         )
 
 
@@ -215,13 +269,19 @@ def spend_for_run(rows: Mapping[str, SpendRow], run_id: str) -> SpendRow:
 
 def spend_by_day(rows: Mapping[str, SpendRow], user_id: str) -> list[tuple[date, Decimal]]:
     """``(day, settled dollars)`` for every day ``user_id`` has a ledger, oldest first."""
-    found: list[tuple[date, Decimal]] = []
+    return [(day, row.settled_usd) for day, row in spend_rows_by_day(rows, user_id)]
+
+
+def spend_rows_by_day(rows: Mapping[str, SpendRow], user_id: str) -> list[tuple[date, SpendRow]]:
+    """``(day, row)`` for every day ``user_id`` has a ledger, oldest first (the whole row:
+    settled, reserved, calls and overshoots)."""
+    found: list[tuple[date, SpendRow]] = []
     for key, row in rows.items():
         if not key.startswith("user:"):
             continue
         # The day is the last part and has no colon, so a user id with colons still splits right.
         owner, _, day = key[len("user:") :].rpartition(":")
         if owner == user_id:
-            found.append((date.fromisoformat(day), row.settled_usd))
-    found.sort()
+            found.append((date.fromisoformat(day), row))
+    found.sort(key=lambda pair: pair[0])
     return found

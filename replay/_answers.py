@@ -9,7 +9,7 @@ replayed run's trace as it places a live one. Nothing here calls a model or runs
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -195,10 +195,9 @@ class TapeLedgers:
     async def day_ledger(self, stream: str) -> LedgerState:
         before = self._tape.ledger_read()
         then = fold_ledger(await self._reads.before(stream, before))
-        # Amounts as they were; the version is the scratch ledger's, which the replay appends to.
-        return LedgerState(
-            await self._scratch.stream_version(stream), then.settled, then.outstanding
-        )
+        # Amounts (and an overshoot's closure) as they were; the version is the scratch
+        # ledger's, which the replay appends to.
+        return replace(then, version=await self._scratch.stream_version(stream))
 
     def forget(self, stream: str) -> None:
         return None

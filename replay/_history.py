@@ -83,7 +83,9 @@ FORMAT_VERSION = 1
 
 _HEADER_KEY = "agentledger_history"
 _CHUNK = 500  # events per append transaction on import
-_LEDGER_TYPES = frozenset({"budget_reserved", "budget_settled", "budget_released"})
+_LEDGER_TYPES = frozenset(
+    {"budget_reserved", "budget_settled", "budget_released", "budget_overshot"}
+)
 _MAX_ID = 1000  # longest id or tag a history line may carry
 
 

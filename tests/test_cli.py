@@ -59,7 +59,8 @@ def test_demo_then_every_read_command(tmp_path: Path, capsys: pytest.CaptureFixt
 
     assert main(["--db", str(db), "spend", "ada"]) == 0
     spend = capsys.readouterr().out.splitlines()
-    assert spend[0].split() == ["day", "settled", "(USD)"] and len(spend) == 3
+    assert spend[0].split() == ["day", "settled", "(USD)", "overshoots", "over", "by", "(USD)"]
+    assert len(spend) == 3
 
     assert main(["--db", str(db), "critic", "travel-assistant"]) == 0
     critic = capsys.readouterr().out

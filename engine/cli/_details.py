@@ -149,8 +149,19 @@ def detail(event: Event) -> str:
             return f"settled {money(event.actual_usd)} (reserved {money(event.reserved_usd)})"
         case "budget_released":
             return f"released {money(event.amount_usd)} {event.reason}".rstrip()
+        case "budget_overshot":
+            return (
+                f"OVERSHOOT: {event.model} cost {money(event.actual_usd)}, "
+                f"{money(event.over_usd)} more than the {money(event.reserved_usd)} reserved; "
+                "the run and the user's day are closed to capped calls"
+            )
         case "budget_exceeded":
             scope = "run" if event.scope == "run" else "user's day"
+            if event.closed_by is not None:
+                return (
+                    f"the {scope} is closed by the overshoot of reservation {event.closed_by}: "
+                    f"{money(event.requested_usd)} asked, refused"
+                )
             return (
                 f"the {scope} cap {money(event.cap_usd)} would be passed: "
                 f"{money(event.committed_usd)} committed + {money(event.requested_usd)} asked"

@@ -9,7 +9,7 @@ from agentledger.projections import (
     ProjectionRunner,
     SpendIndex,
     critic_runs_of,
-    spend_by_day,
+    spend_rows_by_day,
 )
 
 from ._errors import NotFoundError
@@ -22,18 +22,41 @@ def _percent(part: int, whole: int) -> str:
 
 
 async def spend(options: argparse.Namespace, out: Output) -> int:
-    """A user's settled spend per day, oldest first, from the spend projection."""
+    """A user's settled spend per day, oldest first, from the spend projection, with the
+    overshoots of each day (calls that cost more than reserved: how many, by how much)."""
     async with open_store(options.db) as store, ProjectionRunner(store, SpendIndex()) as runner:
         await runner.catch_up()
-        days = spend_by_day(runner.rows, options.user)
+        days = spend_rows_by_day(runner.rows, options.user)
     if not days:
         raise NotFoundError(f"no budget ledger for user {options.user!r} in this log")
     if options.json:
-        out.json([{"day": day.isoformat(), "settled_usd": str(amount)} for day, amount in days])
+        out.json(
+            [
+                {
+                    "day": day.isoformat(),
+                    "settled_usd": str(row.settled_usd),
+                    "overshoots": row.overshoots,
+                    "overshot_usd": str(row.overshot_usd),
+                }
+                for day, row in days
+            ]
+        )
         return 0
     out.table(
-        ["day", "settled (USD)"], [(day.isoformat(), amount) for day, amount in days], right=(1,)
+        ["day", "settled (USD)", "overshoots", "over by (USD)"],
+        [
+            (day.isoformat(), row.settled_usd, row.overshoots or "", row.overshot_usd or "")
+            for day, row in days
+        ],
+        right=(1, 2, 3),
     )
+    if any(row.overshoots for _, row in days):
+        out.line()
+        out.line(
+            "an overshoot is a call that cost more than its reservation (a server ignored the "
+            "output limit); it closed that day to capped calls",
+            "red",
+        )
     return 0
 
 

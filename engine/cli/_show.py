@@ -39,6 +39,7 @@ _BAD = {
     "tool_outcome_unknown",
     "budget_exceeded",
     "confirmation_denied",
+    "budget_overshot",
 }
 _WARN = {
     "model_call_retried",

@@ -6,6 +6,12 @@ With a capped budget, a request's worst case (an upper bound of its input tokens
 the ledger's expected version, so concurrent runs of one user, in any number of processes,
 cannot together pass the cap. The real cost is settled from the answer; an error or an
 interrupted request gives the reservation back.
+
+A server may ignore the output limit, so an answer can cost more than its reservation. That
+overshoot is recorded (``BudgetOvershot``) in the same append as the settlement, in both
+streams, and closes the run and the user's day: every later reservation is refused
+(``check_reservation``'s ``run_closed_by`` and ``day_closed_by``), so one broken promise does
+not become many.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from agentledger.engine.models._pricing import max_input_tokens
 from agentledger.engine.policies._budget import BudgetPolicy, check_reservation
 from agentledger.events import (
     BudgetExceeded,
+    BudgetOvershot,
     BudgetReleased,
     BudgetReserved,
     BudgetSettled,
@@ -93,6 +100,8 @@ async def _reserve(
             run_committed=state.committed_usd,
             day_committed=ledger.committed,
             policy=policy,
+            run_closed_by=state.budget_closed_by,
+            day_closed_by=ledger.closed_by,
         )
         if exceeded is not None:
             writer.stage(
@@ -104,6 +113,7 @@ async def _reserve(
                         cap_usd=exceeded.cap,
                         committed_usd=exceeded.committed,
                         requested_usd=exceeded.requested,
+                        closed_by=exceeded.closed_by,
                     ),
                 ]
             )
@@ -142,9 +152,12 @@ async def send_request(command: SendRequest, step: Step, writer: Writer) -> None
         writer.stage([answer])
         return
     span = step.span(requested.call_id, requested.parent_span_id, answer.at)
-    closing: BudgetSettled | BudgetReleased
-    if isinstance(answer, ModelCallResponded):
-        closing = BudgetSettled(
+    if not isinstance(answer, ModelCallResponded):
+        released = release(reservation, "the model call failed", span)
+        writer.stage([answer, released], ledger_entry(step.ports.ids, reservation, released))
+        return
+    closing: list[BudgetSettled | BudgetOvershot] = [
+        BudgetSettled(
             **span,
             reservation_id=reservation.reservation_id,
             user_id=reservation.user_id,
@@ -152,9 +165,10 @@ async def send_request(command: SendRequest, step: Step, writer: Writer) -> None
             reserved_usd=reservation.amount_usd,
             actual_usd=answer.cost_usd,
         )
-    else:
-        closing = release(reservation, "the model call failed", span)
-    writer.stage([answer, closing], ledger_entry(step.ports.ids, reservation, closing))
+    ]
+    if answer.cost_usd > reservation.amount_usd:
+        closing.append(overshoot(reservation, answer.cost_usd, span))
+    writer.stage([answer, *closing], ledger_entry(step.ports.ids, reservation, *closing))
 
 
 def abandon_request(command: AbandonRequest, step: Step, writer: Writer) -> None:
@@ -225,10 +239,28 @@ def release(reservation: BudgetReserved, reason: str, span: SpanFields) -> Budge
     )
 
 
+def overshoot(reservation: BudgetReserved, actual: Decimal, span: SpanFields) -> BudgetOvershot:
+    """The event that records a call costing ``actual``, more than ``reservation`` set aside."""
+    return BudgetOvershot(
+        **span,
+        reservation_id=reservation.reservation_id,
+        user_id=reservation.user_id,
+        day=reservation.day,
+        surface=reservation.surface,
+        model=reservation.model,
+        reserved_usd=reservation.amount_usd,
+        actual_usd=actual,
+        over_usd=actual - reservation.amount_usd,
+    )
+
+
 def ledger_entry(
-    ids: IdSource, reservation: BudgetReserved, event: BudgetSettled | BudgetReleased
+    ids: IdSource,
+    reservation: BudgetReserved,
+    *events: BudgetSettled | BudgetReleased | BudgetOvershot,
 ) -> StreamAppend:
-    """The append that records ``event`` in the day ledger its reservation was made in."""
+    """The append that records ``events`` in the day ledger its reservation was made in."""
     return StreamAppend(
-        day_stream(reservation.user_id, reservation.day), [NewEvent(event, ids.new_id())]
+        day_stream(reservation.user_id, reservation.day),
+        [NewEvent(event, ids.new_id()) for event in events],
     )

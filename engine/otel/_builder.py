@@ -93,6 +93,7 @@ _EVENT_FIELDS: Mapping[str, tuple[str, ...]] = {
     "memory_compacted": ("method", "tokens_before", "tokens_after"),
     "critic_verdict": ("accepted", "method", "revision"),
     "revision_requested": ("revision", "issues"),
+    "budget_overshot": ("model", "reserved_usd", "actual_usd", "over_usd"),
 }
 
 

@@ -165,13 +165,15 @@ class BudgetExceededReason:
     """Why a reservation is refused: the cap it would pass, what was committed, what was asked.
 
     In US dollars; they become the ``cap_usd``, ``committed_usd`` and ``requested_usd`` of the
-    ``BudgetExceeded`` event.
+    ``BudgetExceeded`` event. ``closed_by`` is the reservation id of the overshoot that closed
+    the cap (``None`` when the amount would pass it).
     """
 
     scope: BudgetScope
     cap: Decimal
     committed: Decimal
     requested: Decimal
+    closed_by: str | None = None
 
 
 def check_reservation(
@@ -180,15 +182,28 @@ def check_reservation(
     run_committed: Decimal,
     day_committed: Decimal,
     policy: BudgetPolicy,
+    run_closed_by: str | None = None,
+    day_closed_by: str | None = None,
 ) -> BudgetExceededReason | None:
     """``None`` if reserving ``amount`` keeps both caps, else which one it would pass.
 
     A cap is kept while ``committed + amount <= cap``: spending exactly up to the cap is allowed.
     ``committed`` is settled cost plus outstanding reservations (``LedgerState.committed``).
     When both caps would be passed, the run's is reported (the narrower scope).
+
+    ``run_closed_by`` and ``day_closed_by`` name the overshoot (a reply that cost more than its
+    reservation, ``RunState.budget_closed_by`` and ``LedgerState.closed_by``) that closed the
+    run or the user's day: a closed scope refuses every reservation, whatever its amount, so a
+    server that ignores the output limit cannot go on past a cap. A closed run is reported
+    against its run cap, or against the day cap when its surface has no run cap; a closed day
+    refuses the runs whose surface has a day cap (a surface without one promised nothing for
+    the day, and its runs are still bounded by their own caps and overshoots).
     """
     if amount < 0:
         raise ValueError(f"a reservation cannot be negative, got {amount}")
+    closed = _closed(policy, amount, run_committed, day_committed, run_closed_by, day_closed_by)
+    if closed is not None:
+        return closed
     checks: tuple[tuple[BudgetScope, Decimal | None, Decimal], ...] = (
         ("run", policy.per_run_usd, run_committed),
         ("user_day", policy.per_user_day_usd, day_committed),
@@ -200,4 +215,24 @@ def check_reservation(
         for scope, cap, committed in checks:
             if cap is not None and committed + amount > cap:
                 return BudgetExceededReason(scope, cap, committed, amount)
+    return None
+
+
+def _closed(
+    policy: BudgetPolicy,
+    amount: Decimal,
+    run_committed: Decimal,
+    day_committed: Decimal,
+    run_closed_by: str | None,
+    day_closed_by: str | None,
+) -> BudgetExceededReason | None:
+    """The refusal of a reservation because an overshoot closed the run or the day, if so."""
+    run_cap, day_cap = policy.per_run_usd, policy.per_user_day_usd
+    if run_closed_by is not None:
+        if run_cap is not None:
+            return BudgetExceededReason("run", run_cap, run_committed, amount, run_closed_by)
+        if day_cap is not None:
+            return BudgetExceededReason("user_day", day_cap, day_committed, amount, run_closed_by)
+    if day_closed_by is not None and day_cap is not None:
+        return BudgetExceededReason("user_day", day_cap, day_committed, amount, day_closed_by)
     return None

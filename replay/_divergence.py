@@ -70,11 +70,20 @@ class NondeterminismError(ReplayError):
         super().__init__(str(divergence))
 
 
+_SET_OR_NOT = frozenset({"closed_by"})
+"""Fields holding a fresh id (a reservation's) or ``None``: a replay makes other ids, but
+whether the field is set (a cap closed by an overshoot, or not) it reproduces exactly."""
+
+
 def stable_fields(event: EventBase) -> dict[str, Any]:
     """The fields of an event that a faithful replay reproduces exactly."""
     fresh = event.__dict__.get("type") in _FRESH_CALL_IDS
     volatile = _VOLATILE | ({"call_id"} if fresh else frozenset())
-    return {k: v for k, v in event.__dict__.items() if k not in volatile}
+    return {
+        k: (v is not None) if k in _SET_OR_NOT else v
+        for k, v in event.__dict__.items()
+        if k not in volatile
+    }
 
 
 def first_divergence(

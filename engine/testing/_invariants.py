@@ -264,27 +264,37 @@ def _walk_ledger(
     cap_of: Mapping[str, Decimal | None],
     fixed_cap: Decimal | None,
     where: str,
+    *,
+    run: bool,
 ) -> tuple[LedgerState, list[str]]:
     """Fold a ledger stream event by event; after each reservation what is committed (settled
     plus reserved) is within the cap that reservation was checked against, and the settled
-    amount is never above it."""
+    amount is never above it, but for what overshoots (calls that cost more than reserved,
+    ``BudgetOvershot``) account for. No reservation follows an overshoot that closed the
+    ledger: a run's, always; a day's, when the reservation's surface has a day cap."""
     ledger = LedgerState()
     problems: list[str] = []
     caps: list[Decimal | None] = []
     for recorded in events:
+        closed = ledger.closed
         ledger = fold_ledger([recorded], ledger)
         event = recorded.event
         if not isinstance(event, BudgetReserved):
             continue
         cap = fixed_cap if fixed_cap is not None else cap_of.get(event.surface)
         caps.append(cap)
+        if closed and (run or cap is not None):
+            problems.append(
+                f"{where}: reservation at version {recorded.version} after the overshoot of "
+                f"{ledger.closed_by} closed the ledger"
+            )
         if cap is not None and ledger.committed > cap:
             problems.append(
                 f"{where}: reservation at version {recorded.version} commits "
                 f"{ledger.committed} USD, above the cap of {cap}"
             )
     highest = None if None in caps or not caps else max(c for c in caps if c is not None)
-    if highest is not None and ledger.settled > highest:
+    if highest is not None and ledger.settled - ledger.overshot_usd > highest:
         problems.append(f"{where}: settled {ledger.settled} USD, above the cap of {highest}")
     return ledger, problems
 
@@ -293,7 +303,9 @@ async def check_spend_within_caps(store: EventStore, budgets: Budgets) -> None:
     """Settled spend is never above a cap: no run's ledger passes its surface's ``per_run_usd``,
     and no user's day ledger passes the ``per_user_day_usd`` of the surfaces it was spent
     through; after every reservation, settled plus reserved is within the cap it was checked
-    against."""
+    against. A server that ignores the output limit can make a call cost more than reserved:
+    that excess is allowed only when recorded as an overshoot, and nothing is reserved after it
+    in the ledgers it closed."""
     streams: dict[str, list[RecordedEvent]] = defaultdict(list)
     for recorded in await read_everything(store):
         if recorded.stream_id.startswith((RUN_PREFIX, DAY_PREFIX)):
@@ -309,13 +321,13 @@ async def check_spend_within_caps(store: EventStore, budgets: Budgets) -> None:
             if not any(isinstance(r.event, BudgetReserved) for r in events):
                 continue  # nothing was reserved, so no policy was consulted
             cap = budgets.policy(started.surface).per_run_usd
-            problems.extend(_walk_ledger(events, {}, cap, f"run ledger {stream}")[1])
+            problems.extend(_walk_ledger(events, {}, cap, f"run ledger {stream}", run=True)[1])
         else:
             caps = dict(day_caps)
             for event in (r.event for r in events):
                 if isinstance(event, BudgetReserved) and event.surface not in caps:
                     caps[event.surface] = budgets.policy(event.surface).per_user_day_usd
-            problems.extend(_walk_ledger(events, caps, None, f"day ledger {stream}")[1])
+            problems.extend(_walk_ledger(events, caps, None, f"day ledger {stream}", run=False)[1])
     _fail(problems)
 
 

@@ -249,7 +249,9 @@ def budget_agent() -> Agent:
         model=model,
         system_prompt="You forecast.",
         tools=[weather_tool()],
-        max_tokens=500,
+        # Enough for the 1,000 tokens each answer bills: a smaller limit than the model uses
+        # would make the first answer an overshoot, which closes the run by itself.
+        max_tokens=1000,
     )
 
 

@@ -31,6 +31,7 @@ from agentledger.engine import (
     tool,
 )
 from agentledger.engine.cli import main
+from agentledger.engine.otel import build_spans
 from agentledger.engine.testing import FakeClock, ScriptedModel, call, reply
 from agentledger.engine.testing._invariants import check_spend_within_caps
 from agentledger.events import (
@@ -276,6 +277,11 @@ async def test_an_overshoot_is_recorded_and_closes_the_run_and_the_users_day(
         assert result.output == "Checking."
         [warning] = [r for r in caplog.records if r.name == "agentledger.engine.budget"]
         assert "r1" in warning.getMessage() and "0.40004" in warning.getMessage()
+
+        # The trace carries it as a span event, with the amounts.
+        spans = build_spans(await store.read_stream("run-r1"))
+        [marked] = [e for span in spans for e in span.events if e.name == "budget_overshot"]
+        assert marked.attributes["agentledger.over_usd"] == str(overshot.over_usd)
 
         # The day ledger got the same overshoot, in the settlement's append, and is closed.
         day = await engine.spend_for_user("ada", DAY)

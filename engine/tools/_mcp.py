@@ -22,6 +22,7 @@ package is imported only when a server is made, so ``agentledger.engine`` import
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskGroup
 from pydantic import JsonValue
 
 from agentledger.engine._errors import EngineError
@@ -143,7 +144,8 @@ class McpServer:
         self.name = name
         self._transport = transport
         self._connect_timeout = float(connect_timeout)
-        self._group: TaskGroup | None = None
+        self._open = False
+        self._holders: set[tuple[_Link, asyncio.Task[None]]] = set()
         self._link: _Link | None = None
         self._lock = anyio.Lock()
 
@@ -194,17 +196,15 @@ class McpServer:
         return cls(name or url, transport, connect_timeout=connect_timeout)
 
     def __repr__(self) -> str:
-        return f"<McpServer {self.name!r} {'open' if self._group else 'closed'}>"
+        return f"<McpServer {self.name!r} {'open' if self._open else 'closed'}>"
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def __aenter__(self) -> McpServer:
         """Connect; raises ``McpConnectionError`` when the server cannot be reached."""
-        if self._group is not None:
+        if self._open:
             raise McpConnectionError(f"MCP server {self.name!r} is already open")
-        group = anyio.create_task_group()
-        await group.__aenter__()
-        self._group = group
+        self._open = True
         try:
             self._link = await self._connect()
         except BaseException:
@@ -222,39 +222,49 @@ class McpServer:
         await self._close()
 
     async def _close(self) -> None:
-        group, link = self._group, self._link
-        self._group = self._link = None
-        if group is None:
-            return
-        if link is not None:
-            link.stop.set()
-            with anyio.move_on_after(_CLOSE_GRACE, shield=True):
-                await link.closed.wait()
-        group.cancel_scope.cancel()
-        await group.__aexit__(None, None, None)
+        self._open = False
+        self._link = None
+        holders = list(self._holders)
+        with anyio.CancelScope(shield=True):
+            for link, _ in holders:
+                link.stop.set()
+            with anyio.move_on_after(_CLOSE_GRACE):
+                for link, _ in holders:
+                    await link.closed.wait()
+            for _, task in holders:
+                task.cancel()
+            if holders:
+                await asyncio.wait([task for _, task in holders], timeout=_CLOSE_GRACE)
 
     async def _connect(self) -> _Link:
-        group = self._group
-        if group is None:
-            raise self._not_open()
+        # The connection lives in a task of its own, not in a task group of the caller's: the
+        # SDK's transports enter task groups and cancel scopes that must be left by the task
+        # that entered them (``async with server`` may be entered and left by different tasks,
+        # as in test fixtures), and a failing transport then cancels that task, not a caller.
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[_Link] = loop.create_future()
+        task = loop.create_task(self._hold(started), name=f"mcp server {self.name}")
         try:
             with anyio.fail_after(self._connect_timeout):
-                link: _Link = await group.start(self._hold)
-        except TimeoutError:
-            raise McpConnectionError(
-                f"cannot connect to MCP server {self.name!r}: no answer within "
-                f"{self._connect_timeout:g}s"
-            ) from None
-        except Exception as exc:
-            raise McpConnectionError(
-                f"cannot connect to MCP server {self.name!r}: {_describe(exc)}"
-            ) from exc
+                link = await asyncio.shield(started)
+        except BaseException as exc:
+            task.cancel()
+            if isinstance(exc, TimeoutError):
+                raise McpConnectionError(
+                    f"cannot connect to MCP server {self.name!r}: no answer within "
+                    f"{self._connect_timeout:g}s"
+                ) from None
+            if isinstance(exc, Exception):
+                raise McpConnectionError(
+                    f"cannot connect to MCP server {self.name!r}: {_describe(exc)}"
+                ) from exc
+            raise
+        entry = (link, task)
+        self._holders.add(entry)
+        task.add_done_callback(lambda _: self._holders.discard(entry))
         return link
 
-    async def _hold(self, *, task_status: TaskStatus[_Link]) -> None:
-        # The connection lives in this task: the SDK's transports enter task groups and cancel
-        # scopes that must be left by the task that entered them, and a transport failure
-        # cancels this task's scope, not a caller's.
+    async def _hold(self, started: asyncio.Future[_Link]) -> None:
         from mcp import Client
 
         link: _Link | None = None
@@ -264,16 +274,22 @@ class McpServer:
                 anyio.create_task_group() as calls,
             ):
                 link = _Link(client, calls)
-                task_status.started(link)
+                if started.done():  # the caller gave up meanwhile
+                    return
+                started.set_result(link)
                 await link.stop.wait()
                 calls.cancel_scope.cancel()
         except Exception as exc:
             if link is None:
-                raise
+                if not started.done():
+                    started.set_exception(exc)
+                return
             link.error = _describe(exc)
         finally:
             if link is not None:
                 link.closed.set()
+            elif not started.done():
+                started.cancel()
 
     def _not_open(self) -> McpConnectionError:
         return McpConnectionError(
@@ -282,7 +298,7 @@ class McpServer:
 
     async def _live_link(self) -> _Link:
         async with self._lock:
-            if self._group is None:
+            if not self._open:
                 raise self._not_open()
             link = self._link
             if link is None or not link.usable:

@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
+from pydantic import BaseModel
 
 from agentledger.engine import (
     MCP_IDEMPOTENCY_META_KEY,
@@ -27,6 +28,7 @@ from agentledger.engine import (
     McpToolSettings,
     ModelRequest,
     ToolContext,
+    tool,
 )
 from agentledger.engine.testing import FakeClock, ScriptedModel, call, check_invariants, reply
 from agentledger.events import (
@@ -275,6 +277,34 @@ async def test_an_is_error_answer_fails_the_tier_and_the_fallback_tier_answers(
     assert (succeeded.tier, succeeded.result) == ("almanac", "foggy in Atlantis (almanac)")
     # Alone, the MCP tool's failure degrades the call, as for any tool.
     assert types(degraded)[4:7] == ["tool_call_intended", "tool_tier_failed", "tool_call_degraded"]
+
+
+class CityArgs(BaseModel):
+    city: str
+
+
+async def test_an_mcp_call_can_be_a_fallback_tier_of_a_local_tool(http_server: McpServer) -> None:
+    @tool
+    async def forecast(args: CityArgs, ctx: ToolContext) -> object:
+        """The forecast for a city."""
+        raise ConnectionError("the local forecast service is down")
+
+    @forecast.tier("mcp")
+    async def via_mcp(args: CityArgs, ctx: ToolContext) -> object:
+        return await http_server.call_tool("weather", args.model_dump(mode="json"), ctx)
+
+    model = ScriptedModel(
+        [reply(tool_calls=[call("forecast", {"city": "Oslo"}, id="f1")]), reply("sunny")]
+    )
+    async with MemoryEventStore() as store, Engine(store, clock=FakeClock()) as engine:
+        await engine.run(Agent(name="a", model=model, tools=[forecast]), "?", run_id="r")
+        events = await store.read_stream("run-r")
+
+    assert [(f.tier, f.error_type) for f in of_type(events, ToolTierFailed)] == [
+        ("primary", "ConnectionError")
+    ]
+    (succeeded,) = of_type(events, ToolCallSucceeded)
+    assert (succeeded.tier, succeeded.result) == ("mcp", ["sunny in Oslo"])
 
 
 async def _run_streams(store: EventStore) -> list[str]:

@@ -24,6 +24,7 @@ from agentledger.engine import (
     Agent,
     Engine,
     McpConfigError,
+    McpConnectionError,
     McpServer,
     McpToolSettings,
     ModelRequest,
@@ -40,6 +41,7 @@ from agentledger.events import (
     ToolCallDegraded,
     ToolCallIntended,
     ToolCallSucceeded,
+    ToolResultReused,
     ToolTierFailed,
 )
 
@@ -111,12 +113,9 @@ async def calls_reached(server: McpServer) -> dict[str, int]:
 # -- listing ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("transport", ["stdio", "http"])
-async def test_the_servers_tools_are_engine_tools_with_its_schemas(
-    transport: str, http_url: str
-) -> None:
-    server = stdio_server() if transport == "stdio" else McpServer.http(http_url)
-    async with server:
+async def test_the_servers_tools_are_engine_tools_with_its_schemas(http_url: str) -> None:
+    # (Listing over stdio is in the run-and-replay test, to start one process fewer.)
+    async with McpServer.http(http_url) as server:
         listing = await server.list_tools()
         tools = await server.tools(["weather", "add"], prefix="t_")
         with pytest.raises(McpConfigError, match="has no tool 'nope'; it has add, crash"):
@@ -196,6 +195,7 @@ async def test_a_run_calls_an_mcp_tool_and_replays_with_the_server_gone(tmp_path
             pid = (await server.call_tool("stats", {}))["pid"]  # type: ignore[call-overload,index]
         events = await store.read_stream("run-r1")
 
+        assert [entry["name"] for entry in listing][:2] == ["add", "weather"]
         assert (result.status, result.output) == ("completed", "2 + 3 = 5")
         assert types(events)[4:6] == ["tool_call_intended", "tool_call_succeeded"]
         (succeeded,) = of_type(events, ToolCallSucceeded)
@@ -317,16 +317,25 @@ async def test_a_side_effect_forwards_its_idempotency_key_and_the_server_dedupes
     settings = {"send_note": McpToolSettings(side_effect=True, key_scope="user")}
     tools = await http_server.tools(["send_note"], settings=settings)
     note = call("send_note", {"to": "ana", "body": "lunch at 1"}, id="n1")
-    model = ScriptedModel([reply(tool_calls=[note]), reply("sent")])
     async with MemoryEventStore() as store, Engine(store, clock=FakeClock()) as engine:
-        await engine.run(Agent(name="a", model=model, tools=tools), "?", run_id="r1", user_id="u")
+        for run_id in ("r1", "r2"):  # the same note twice, by two runs of one user
+            model = ScriptedModel([reply(tool_calls=[note]), reply("sent")])
+            agent = Agent(name="a", model=model, tools=tools)
+            before = await calls_reached(http_server)
+            await engine.run(agent, "?", run_id=run_id, user_id="u")
+        after = await calls_reached(http_server)
         events = await store.read_stream("run-r1")
+        second = await store.read_stream("run-r2")
 
+    # The second run reused the first one's result: the server was not called again.
+    (reused,) = of_type(second, ToolResultReused)
+    assert after["send_note"] == before["send_note"]
     (intended,) = of_type(events, ToolCallIntended)
     (succeeded,) = of_type(events, ToolCallSucceeded)
     key = intended.idempotency_key
     assert key is not None and key.startswith("send_note:")
     assert succeeded.result["sent"] is True and succeeded.result["key"] == key
+    assert (reused.idempotency_key, reused.result) == (key, succeeded.result)
     # The server saw the key in the request's _meta, so a repeat with it sends nothing.
     again = ToolContext("r2", "n9", "u", idempotency_key=key)
     repeat = await http_server.call_tool("send_note", {"to": "ana", "body": "lunch at 1"}, again)
@@ -367,6 +376,38 @@ async def test_a_timed_out_call_fails_its_tier_and_the_connection_stays_usable(
     assert (failed.tool_name, failed.error_type) == ("slow", "TimeoutError")
     (succeeded,) = of_type(events, ToolCallSucceeded)
     assert succeeded.result == {"result": 2}
+
+
+async def test_calls_of_one_turn_share_the_connection_at_once(http_server: McpServer) -> None:
+    tools = await http_server.tools(["slow", "add"])
+    both = [call("slow", {"seconds": 0.2}, id="s"), call("add", {"a": 2, "b": 5}, id="a")]
+    model = ScriptedModel([reply(tool_calls=both), reply("ok")])
+    async with MemoryEventStore() as store, Engine(store, clock=FakeClock()) as engine:
+        await engine.run(Agent(name="a", model=model, tools=tools), "?", run_id="r")
+        events = await store.read_stream("run-r")
+
+    results = {e.call_id: e.result for e in of_type(events, ToolCallSucceeded)}
+    assert results == {"s": {"result": "done"}, "a": {"result": 7}}
+
+
+async def test_closing_the_server_ends_a_call_in_flight(http_url: str) -> None:
+    server = McpServer.http(http_url)
+    failures: list[BaseException] = []
+
+    async def slow_call() -> None:
+        try:
+            await server.call_tool("slow", {"seconds": 10})
+        except McpConnectionError as exc:
+            failures.append(exc)
+
+    with anyio.fail_after(HANG_GUARD):
+        async with anyio.create_task_group() as tg:
+            await server.__aenter__()
+            tg.start_soon(slow_call)
+            await anyio.sleep(0.2)
+            await server.__aexit__(None, None, None)
+
+    assert [str(f) for f in failures] == [f"MCP server {http_url!r} was closed during the call"]
 
 
 # -- a server that dies -------------------------------------------------------------------------

@@ -50,7 +50,6 @@ server can drop a duplicate (``agentledger/run-id`` and ``agentledger/call-id`` 
 _INSTALL_HINT = "pip install 'agentledger[mcp]'"
 _CLOSE_GRACE = 5.0
 """Seconds a closing connection may take to shut its transport down before it is cancelled."""
-_CONNECTION_CLOSED = -32000  # the SDK's code for a call whose connection closed under it
 
 McpFallback: TypeAlias = Callable[[dict[str, JsonValue], ToolContext], Awaitable[object]]
 """A fallback tier of an MCP tool: ``async def f(arguments: dict, ctx: ToolContext) -> JSON``,
@@ -309,6 +308,7 @@ class McpServer:
         """``await work(client)`` in the connection's task group; a connection that fails
         under it raises ``McpConnectionError``. Cancelling the caller cancels the work."""
         from mcp import MCPError
+        from mcp_types.jsonrpc import CONNECTION_CLOSED
 
         link = await self._live_link()
         outcome: list[tuple[bool, Any]] = []
@@ -333,7 +333,9 @@ class McpServer:
             await done.wait()
         finally:
             scope.cancel()  # the caller gave up (a timeout): so does the call
-        if not outcome:  # cancelled from within: the transport failed and took the group down
+        if not outcome:  # cancelled from within: the transport failed, or the server closed
+            if not self._open:
+                raise McpConnectionError(f"MCP server {self.name!r} was closed during the call")
             link.stop.set()
             with anyio.move_on_after(_CLOSE_GRACE):
                 await link.closed.wait()
@@ -341,7 +343,7 @@ class McpServer:
         ok, value = outcome[0]
         if ok:
             return value
-        if isinstance(value, MCPError) and value.code == _CONNECTION_CLOSED:
+        if isinstance(value, MCPError) and value.code == CONNECTION_CLOSED:
             link.stop.set()
             raise self._dropped(link, str(value)) from value
         if isinstance(value, MCPError):

@@ -40,6 +40,16 @@ from agentledger.engine.policies._checks import (
 from agentledger.engine.policies._critic import Critic
 from agentledger.engine.policies._redaction import Redactor
 from agentledger.engine.policies._sizes import SizePolicy
+from agentledger.engine.tools._mcp import IDEMPOTENCY_META_KEY as MCP_IDEMPOTENCY_META_KEY
+from agentledger.engine.tools._mcp import (
+    McpConfigError,
+    McpConnectionError,
+    McpError,
+    McpServer,
+    McpToolError,
+    McpToolSettings,
+    McpUnavailableError,
+)
 from agentledger.engine.tools._tool_keys import canonical_arguments, idempotency_key
 from agentledger.engine.tools._tool_validation import RejectedCall, ValidCall, validate_call
 from agentledger.engine.tools._tools import Reconciled, Tool, ToolContext, to_json_value, tool
@@ -83,6 +93,7 @@ from .loop._ports import Clock, IdSource, RandomIds, SystemClock
 __all__ = [
     "DEGRADED_TOOL_INSTRUCTION",
     "JUDGE_CHECK_NAME",
+    "MCP_IDEMPOTENCY_META_KEY",
     "Agent",
     "AgentConfigError",
     "AnthropicModel",
@@ -106,6 +117,13 @@ __all__ = [
     "JudgeVerdict",
     "LLMJudge",
     "MaxLength",
+    "McpConfigError",
+    "McpConnectionError",
+    "McpError",
+    "McpServer",
+    "McpToolError",
+    "McpToolSettings",
+    "McpUnavailableError",
     "MemoryPolicy",
     "Model",
     "ModelConnectionError",

@@ -7,12 +7,14 @@ send it, to send it again after a crash), so every place sees the same request.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 
 from pydantic import TypeAdapter
 
 from agentledger.engine._agent import Agent
 from agentledger.engine.models._model import Model, ModelRequest
+from agentledger.engine.policies._output import OutputCheck
 from agentledger.events import ModelPurpose
 from agentledger.projections._memory_view import CompactionPlan, memory_view, plan_compaction
 from agentledger.projections._messages import Message, SystemMessage, UserMessage
@@ -59,7 +61,12 @@ def build_request(state: RunState, agent: Agent, purpose: ModelPurpose) -> Model
         messages: Sequence[Message] = state.messages
         if agent.memory is not None:
             messages = memory_view(state.messages, state.message_versions, state.compactions)
-        return ModelRequest(messages=messages, tools=agent.tool_specs, max_tokens=agent.max_tokens)
+        return ModelRequest(
+            messages=messages,
+            tools=agent.tool_specs,
+            max_tokens=agent.max_tokens,
+            output=agent.output_schema,
+        )
     if purpose == "summary":
         plan = compaction_plan(state, agent)
         assert plan is not None and agent.memory is not None  # decide summarises only then
@@ -72,7 +79,27 @@ def build_request(state: RunState, agent: Agent, purpose: ModelPurpose) -> Model
         )
     critic = agent.critic
     assert critic is not None and critic.judge is not None and state.started is not None
-    return critic.judge.request(state.started.task, state.last_answer)
+    return critic.judge.request(state.started.task, final_answer(state, agent))
+
+
+def final_answer(state: RunState, agent: Agent) -> str:
+    """The answer the critic and the run's output see: the model's last text, or for an agent
+    with an output type its JSON without a fence."""
+    structured = agent.structured
+    if structured is None:
+        return state.last_answer
+    return structured.check(state.last_answer).json
+
+
+def output_failure(state: RunState, agent: Agent, checked: OutputCheck) -> str:
+    """Why a run ends ``invalid_output``: the type, the revisions spent and the last errors."""
+    structured = agent.structured
+    assert structured is not None
+    issues = "; ".join(checked.issues) or "the output type changed since it was validated"
+    return (
+        f"the answer is not a valid {structured.name} after {state.output_revisions} "
+        f"revision(s): {issues}"
+    )
 
 
 def request_body(request: ModelRequest) -> bytes:
@@ -85,4 +112,12 @@ def request_digest(request: ModelRequest, body: bytes | None = None) -> str:
     body = request_body(request) if body is None else body
     tools = ",".join(sorted(t.name for t in request.tools)).encode()
     limit = str(request.max_tokens).encode()
-    return hashlib.sha256(body + b"\0" + tools + b"\0" + limit).hexdigest()[:32]
+    digest = hashlib.sha256(body + b"\0" + tools + b"\0" + limit)
+    if request.output is not None:  # a changed output schema is a changed request
+        output = request.output
+        digest.update(b"\0" + output.name.encode() + b"\0" + _canonical_json(output.schema))
+    return digest.hexdigest()[:32]
+
+
+def _canonical_json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()

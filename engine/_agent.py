@@ -136,8 +136,6 @@ class Agent(Generic[OutputT]):
         if _not_int(self.output_revisions) or self.output_revisions < 0:
             given = self.output_revisions
             raise AgentConfigError(f"Agent.output_revisions must be an int >= 0, not {given!r}")
-        output = None if self.output_type is None else StructuredOutput.of(self.output_type)
-        object.__setattr__(self, "_output", output)
         _check_seconds("Agent.model_timeout", self.model_timeout, allow_zero=False)
         _check_seconds("Agent.tool_timeout", self.tool_timeout, allow_zero=False)
         names = [t.name for t in self.tools]
@@ -146,6 +144,12 @@ class Agent(Generic[OutputT]):
             raise AgentConfigError(
                 f"Agent {self.name!r} has several tools named {', '.join(dupes)}"
             )
+        output = None if self.output_type is None else StructuredOutput.of(self.output_type)
+        if output is not None and output.name in names:  # Anthropic offers it as a tool too
+            raise AgentConfigError(
+                f"Agent {self.name!r} has a tool named {output.name!r}, the name of its output type"
+            )
+        object.__setattr__(self, "_output", output)
         self._check_settings(names)
         # Every model the agent may call is priced now: an unknown price is an error at build
         # time, never a silent zero at run time.

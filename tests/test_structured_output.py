@@ -9,8 +9,12 @@ value. Every assertion on events reads the log back from the store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, TypeVar
 
 import pytest
@@ -20,6 +24,7 @@ from agentledger.engine import (
     OUTPUT_CHECK_NAME,
     Agent,
     AgentConfigError,
+    AnthropicModel,
     BudgetPolicy,
     Budgets,
     Critic,
@@ -27,6 +32,7 @@ from agentledger.engine import (
     InvalidOutputError,
     ModelReply,
     ModelRequest,
+    OpenAIChatModel,
     Price,
     RequiredKeywords,
     RunResult,
@@ -528,3 +534,120 @@ def test_the_request_digest_covers_the_output_schema() -> None:
         ModelRequest(messages=messages, output=OutputSchema("Weather", {**schema, "title": "X"}))
     )
     assert len({plain, typed, renamed, changed}) == 4
+
+
+def test_a_tool_may_not_take_the_output_types_name() -> None:
+    @tool(name="Weather")
+    async def clash(args: CityArgs, ctx: ToolContext) -> str:
+        """A tool that has the output type's name."""
+        return ""
+
+    with pytest.raises(AgentConfigError, match="tool named 'Weather'"):
+        Agent(name="a", model=model("x"), output_type=Weather, tools=[clash])
+
+
+# -- over real HTTP ------------------------------------------------------------------------------
+
+
+def _openai_body(answer: Any) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": json.dumps(answer)},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28},
+    }
+
+
+def _anthropic_body(answer: Any) -> dict[str, Any]:
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-3-5-haiku-latest",
+        "content": [
+            {"type": "text", "text": "Here is the weather:"},
+            {"type": "tool_use", "id": "toolu_1", "name": "Weather", "input": answer},
+        ],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 20, "output_tokens": 8},
+    }
+
+
+@contextmanager
+def provider(wire: str, answers: Sequence[Any]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A local server speaking ``wire`` that answers the n-th answer after n assistant turns."""
+    seen: list[dict[str, Any]] = []
+    shape = _openai_body if wire == "openai" else _anthropic_body
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            seen.append(body)
+            turn = sum(1 for m in body["messages"] if m["role"] == "assistant")
+            reply = json.dumps(shape(answers[min(turn, len(answers) - 1)])).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+async def test_over_http_the_schema_is_sent_and_the_typed_answer_returned(
+    store: EventStore, wire: str
+) -> None:
+    answers = [{"city": "Paris"}, {"city": "Paris", "temp_c": 21.5}]
+    with provider(wire, answers) as (url, seen):
+        client: Any = (
+            OpenAIChatModel("gpt-4o-mini", base_url=f"{url}/v1", api_key="k")
+            if wire == "openai"
+            else AnthropicModel("claude-3-5-haiku-latest", base_url=url, api_key="k")
+        )
+        agent = Agent(
+            name="weather", model=client, output_type=Weather, prices={client.name: Price.free()}
+        )
+        async with engine_for(store) as engine:
+            result = await engine.run(agent, "Weather in Paris?", run_id="r1")
+            await check_invariants(engine, "r1", agent=agent, result=result)
+
+    assert result.value == VALUE and result.turns == 2
+    [revision] = of_type(await run_log(store, "r1"), RevisionRequested)
+    assert revision.issues == ("temp_c: Field required",)
+    schema = Weather.model_json_schema()
+    for body in seen:
+        if wire == "openai":
+            assert body["response_format"]["type"] == "json_schema"
+            sent = body["response_format"]["json_schema"]
+            assert (sent["name"], sent["schema"]) == ("Weather", schema)
+        else:
+            assert body["tools"] == [
+                {
+                    "name": "Weather",
+                    "description": body["tools"][0]["description"],
+                    "input_schema": schema,
+                }
+            ]
+            assert body["tool_choice"] == {"type": "tool", "name": "Weather"}
+    # The revision reached the server: the second request ends with the issues.
+    last = seen[1]["messages"][-1]
+    text = last["content"] if isinstance(last["content"], str) else last["content"][0]["text"]
+    assert text.endswith("1. temp_c: Field required")

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
+from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, TypeVar
 
@@ -64,7 +65,14 @@ from agentledger.events import (
     RunCompleted,
     RunFailed,
 )
-from agentledger.projections import UserMessage
+from agentledger.projections import (
+    CheckPassRate,
+    CriticStatsRows,
+    UserMessage,
+    accept_rate,
+    check_pass_rates,
+    fold,
+)
 from agentledger.projections._run_state import fold_run
 
 
@@ -326,6 +334,15 @@ async def test_the_critic_sees_the_valid_json_and_counts_its_own_revisions(
         ("temp_c: Field required",),
     ]
     assert result.output == PARIS  # what the critic checked: the JSON, unfenced
+
+    # Stats: the output check has its pass rate; the critic's rates count its own verdicts.
+    rows = fold(CriticStatsRows(), await store.read_all())
+    assert accept_rate(rows, "weather", method="deterministic") == Fraction(1, 2)
+    assert accept_rate(rows, "weather") == Fraction(1, 2)
+    assert check_pass_rates(rows, "weather") == [
+        CheckPassRate("required_keywords", 2, 1, Fraction(1, 2)),
+        CheckPassRate(OUTPUT_CHECK_NAME, 3, 2, Fraction(2, 3)),
+    ]
 
 
 async def test_a_critic_out_of_revisions_flags_a_valid_value(store: EventStore) -> None:

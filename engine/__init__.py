@@ -38,6 +38,7 @@ from agentledger.engine.policies._checks import (
     UserCheck,
 )
 from agentledger.engine.policies._critic import Critic
+from agentledger.engine.policies._output import OUTPUT_CHECK_NAME, InvalidOutputError
 from agentledger.engine.policies._redaction import Redactor
 from agentledger.engine.policies._sizes import SizePolicy
 from agentledger.engine.tools._mcp import IDEMPOTENCY_META_KEY as MCP_IDEMPOTENCY_META_KEY
@@ -94,6 +95,7 @@ __all__ = [
     "DEGRADED_TOOL_INSTRUCTION",
     "JUDGE_CHECK_NAME",
     "MCP_IDEMPOTENCY_META_KEY",
+    "OUTPUT_CHECK_NAME",
     "Agent",
     "AgentConfigError",
     "AnthropicModel",
@@ -112,6 +114,7 @@ __all__ = [
     "ForkError",
     "IdSource",
     "InvalidInputError",
+    "InvalidOutputError",
     "JsonLinesSink",
     "JsonSchema",
     "JudgeVerdict",

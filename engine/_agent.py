@@ -7,12 +7,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
 
 from agentledger.engine._errors import AgentConfigError
-from agentledger.engine.models._model import Model, ToolSpec
+from agentledger.engine.models._http import HttpModel
+from agentledger.engine.models._model import Model, OutputSchema, Sampling, ToolChoice, ToolSpec
 from agentledger.engine.models._pricing import Price, resolve_price
 from agentledger.engine.policies._critic import Critic
+from agentledger.engine.policies._output import StructuredOutput
 from agentledger.engine.tools._tools import Tool
 from agentledger.projections._memory_view import MemoryPolicy
 
@@ -21,6 +25,9 @@ DEGRADED_TOOL_INSTRUCTION = (
     "run: do not call it again; answer with what you have and say what is missing."
 )
 """Added to the system prompt of every agent with tools (pattern 4)."""
+
+OutputT = TypeVar("OutputT", default=str, covariant=True)
+"""What a run of an agent answers: ``str``, or the agent's ``output_type``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,22 +77,33 @@ class BreakerPolicy:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Agent:
+class Agent(Generic[OutputT]):
     """An agent: a model chain, a system prompt, tools and the limits of one run.
 
     ``name`` identifies the agent in the log; an ``Engine`` resumes a run with the agent of that
     name it was given, so keep names stable across deployments.
+
+    With ``output_type`` (a pydantic model class) the agent is an ``Agent[M]``: its final answer
+    must be JSON of that type, and ``engine.run`` returns a ``RunResult[M]`` whose ``value`` is
+    the validated instance (see ``docs/structured-output.md``).
     """
 
     name: str
     model: Model
     fallback_models: Sequence[Model] = ()
     system_prompt: str = ""
+    output_type: type[OutputT] | None = None
+    """The type the final answer is validated into (structured output); ``None``: plain text."""
+    output_revisions: int = 2
+    """How many times an answer that is not a valid ``output_type`` is sent back to the model;
+    the next invalid answer fails the run (``invalid_output``)."""
     tools: Sequence[Tool[Any]] = ()
     max_turns: int = 10
     max_tokens: int = 1024
     model_timeout: float = 60.0
-    """Seconds one model attempt may take."""
+    """Seconds one model attempt may take, in all: the one bound of an attempt. An HTTP
+    client's own ``timeout`` then bounds only connecting (it bounds whole requests only when
+    the client is used outside an engine)."""
     tool_timeout: float = 30.0
     """Seconds one tier of a tool call may take, unless the tool sets its own ``timeout``."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -98,7 +116,15 @@ class Agent:
     """The model that writes memory summaries (default: ``model``)."""
     critic: Critic | None = None
     """Checks every answer before it is returned (pattern 6)."""
+    sampling: Sampling = field(default_factory=Sampling)
+    """Temperature, top_p, stop sequences and seed of the agent's model calls (unset: the
+    server's defaults). Each client maps them to its wire format; a setting a model of the
+    chain cannot honour (a seed on Anthropic) is refused here."""
+    tool_choice: ToolChoice = "auto"
+    """Whether the model may (``"auto"``), must (``"required"``) or must not (``"none"``) call
+    a tool, or the name of the one tool it must call; on every agent call of a run."""
     _price_table: dict[str, Price] = field(init=False, repr=False, compare=False)
+    _output: StructuredOutput | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "\x00" in self.name:
@@ -107,6 +133,9 @@ class Agent:
             value = getattr(self, name)
             if _not_int(value) or value < 1:
                 raise AgentConfigError(f"Agent.{name} must be an int of at least 1, not {value!r}")
+        if _not_int(self.output_revisions) or self.output_revisions < 0:
+            given = self.output_revisions
+            raise AgentConfigError(f"Agent.output_revisions must be an int >= 0, not {given!r}")
         _check_seconds("Agent.model_timeout", self.model_timeout, allow_zero=False)
         _check_seconds("Agent.tool_timeout", self.tool_timeout, allow_zero=False)
         names = [t.name for t in self.tools]
@@ -115,6 +144,13 @@ class Agent:
             raise AgentConfigError(
                 f"Agent {self.name!r} has several tools named {', '.join(dupes)}"
             )
+        output = None if self.output_type is None else StructuredOutput.of(self.output_type)
+        if output is not None and output.name in names:  # Anthropic offers it as a tool too
+            raise AgentConfigError(
+                f"Agent {self.name!r} has a tool named {output.name!r}, the name of its output type"
+            )
+        object.__setattr__(self, "_output", output)
+        self._check_settings(names)
         # Every model the agent may call is priced now: an unknown price is an error at build
         # time, never a silent zero at run time.
         models = [*self.models, self.summary_model or self.model]
@@ -130,6 +166,24 @@ class Agent:
             for m in models
         }
         object.__setattr__(self, "_price_table", table)
+
+    def _check_settings(self, tool_names: list[str]) -> None:
+        """``sampling`` and ``tool_choice`` make sense, and every model of the chain takes them."""
+        _check_sampling(self.sampling)
+        choice = self.tool_choice
+        if not isinstance(choice, str) or not choice:
+            raise AgentConfigError(f"Agent.tool_choice must be a non-empty string, not {choice!r}")
+        if choice not in ("auto", "none", "required") and choice not in tool_names:
+            raise AgentConfigError(
+                f"Agent.tool_choice {choice!r} names no tool of agent {self.name!r}"
+            )
+        if choice == "required" and not tool_names:
+            raise AgentConfigError(
+                f"Agent.tool_choice 'required' but agent {self.name!r} has no tools"
+            )
+        for model in self.models:
+            if isinstance(model, HttpModel):
+                model.check_settings(choice, self.sampling, tuple(tool_names))
 
     def price_of(self, model: Model) -> Price:
         """The price the agent charges ``model``'s calls at."""
@@ -150,12 +204,56 @@ class Agent:
         """The tools as models are shown them (their JSON schemas are built once)."""
         return tuple(t.spec() for t in self.tools)
 
+    @property
+    def structured(self) -> StructuredOutput | None:
+        """The agent's output type, built (``None`` without ``output_type``)."""
+        return self._output
+
+    @property
+    def output_schema(self) -> OutputSchema | None:
+        """The schema every agent-purpose request carries (``None`` without ``output_type``)."""
+        return None if self._output is None else self._output.schema
+
+    def output_value(self, text: str) -> OutputT:
+        """``text`` (a run's output, e.g. ``RunCompleted.output``) as the agent's answer type:
+        validated into ``output_type`` (``InvalidOutputError`` if it is not valid), or the text
+        itself for an agent without one."""
+        if self._output is None:
+            return text  # type: ignore[return-value]  # OutputT is str without output_type
+        value: OutputT = self._output.value(text)
+        return value
+
     def full_system_prompt(self) -> str:
-        """The system prompt as sent, with the degraded-tool instruction when there are tools."""
+        """The system prompt as sent, with the degraded-tool instruction when there are tools
+        and the answer's form when there is an ``output_type``."""
         parts = [self.system_prompt] if self.system_prompt else []
         if self.tools:
             parts.append(DEGRADED_TOOL_INSTRUCTION)
+        if self._output is not None:
+            parts.append(self._output.instruction())
         return "\n\n".join(parts)
+
+
+_INT64 = 2**63
+
+
+def _check_sampling(sampling: object) -> None:
+    """A ``Sampling`` whose values every OpenAI-compatible server and Anthropic can take."""
+    if not isinstance(sampling, Sampling):
+        raise AgentConfigError(f"Agent.sampling must be a Sampling, not {type(sampling).__name__}")
+    temperature, top_p, seed = sampling.temperature, sampling.top_p, sampling.seed
+    if temperature is not None and (not _finite(temperature) or not 0 <= temperature <= 2):
+        raise AgentConfigError(f"Sampling.temperature must be from 0 to 2, not {temperature!r}")
+    if top_p is not None and (not _finite(top_p) or not 0 < top_p <= 1):
+        raise AgentConfigError(f"Sampling.top_p must be above 0 and at most 1, not {top_p!r}")
+    if not isinstance(sampling.stop, tuple) or not all(
+        isinstance(stop, str) and stop for stop in sampling.stop
+    ):
+        raise AgentConfigError(
+            f"Sampling.stop must be a tuple of non-empty strings, not {sampling.stop!r}"
+        )
+    if seed is not None and (_not_int(seed) or not -_INT64 <= seed < _INT64):
+        raise AgentConfigError(f"Sampling.seed must be a 64-bit int, not {seed!r}")
 
 
 def _not_int(value: object) -> bool:

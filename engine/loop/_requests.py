@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
+import orjson
 from pydantic import TypeAdapter
 
 from agentledger.engine._agent import Agent
-from agentledger.engine.models._model import Model, ModelRequest
+from agentledger.engine.models._model import Model, ModelRequest, Sampling
+from agentledger.engine.policies._output import OutputCheck
 from agentledger.events import ModelPurpose
 from agentledger.projections._memory_view import CompactionPlan, memory_view, plan_compaction
 from agentledger.projections._messages import Message, SystemMessage, UserMessage
@@ -59,7 +62,14 @@ def build_request(state: RunState, agent: Agent, purpose: ModelPurpose) -> Model
         messages: Sequence[Message] = state.messages
         if agent.memory is not None:
             messages = memory_view(state.messages, state.message_versions, state.compactions)
-        return ModelRequest(messages=messages, tools=agent.tool_specs, max_tokens=agent.max_tokens)
+        return ModelRequest(
+            messages=messages,
+            tools=agent.tool_specs,
+            max_tokens=agent.max_tokens,
+            output=agent.output_schema,
+            tool_choice=agent.tool_choice,
+            sampling=agent.sampling,
+        )
     if purpose == "summary":
         plan = compaction_plan(state, agent)
         assert plan is not None and agent.memory is not None  # decide summarises only then
@@ -72,7 +82,27 @@ def build_request(state: RunState, agent: Agent, purpose: ModelPurpose) -> Model
         )
     critic = agent.critic
     assert critic is not None and critic.judge is not None and state.started is not None
-    return critic.judge.request(state.started.task, state.last_answer)
+    return critic.judge.request(state.started.task, final_answer(state, agent))
+
+
+def final_answer(state: RunState, agent: Agent) -> str:
+    """The answer the critic and the run's output see: the model's last text, or for an agent
+    with an output type its JSON without a fence."""
+    structured = agent.structured
+    if structured is None:
+        return state.last_answer
+    return structured.check(state.last_answer).json
+
+
+def output_failure(state: RunState, agent: Agent, checked: OutputCheck) -> str:
+    """Why a run ends ``invalid_output``: the type, the revisions spent and the last errors."""
+    structured = agent.structured
+    assert structured is not None
+    issues = "; ".join(checked.issues) or "the output type changed since it was validated"
+    return (
+        f"the answer is not a valid {structured.name} after {state.output_revisions} "
+        f"revision(s): {issues}"
+    )
 
 
 def request_body(request: ModelRequest) -> bytes:
@@ -81,8 +111,38 @@ def request_body(request: ModelRequest) -> bytes:
 
 
 def request_digest(request: ModelRequest, body: bytes | None = None) -> str:
-    """A fingerprint of what a model is sent, so replay can tell when a request changed."""
+    """A fingerprint of what a model is sent, so replay can tell when a request changed.
+
+    The agent's settings (tool choice, sampling, output schema) count only when they are not
+    the defaults, so a request with default settings keeps the digest it had before there were
+    settings, and runs recorded then still replay.
+    """
     body = request_body(request) if body is None else body
     tools = ",".join(sorted(t.name for t in request.tools)).encode()
     limit = str(request.max_tokens).encode()
-    return hashlib.sha256(body + b"\0" + tools + b"\0" + limit).hexdigest()[:32]
+    fingerprint = body + b"\0" + tools + b"\0" + limit
+    settings = _settings(request)
+    if settings:
+        fingerprint += b"\0" + orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(fingerprint).hexdigest()[:32]
+
+
+_DEFAULT_SAMPLING = Sampling()
+
+
+def _settings(request: ModelRequest) -> dict[str, Any]:
+    """The request's settings that differ from the defaults, as plain JSON values."""
+    settings: dict[str, Any] = {}
+    if request.tool_choice != "auto":
+        settings["tool_choice"] = request.tool_choice
+    sampling = request.sampling
+    if sampling != _DEFAULT_SAMPLING:
+        settings["sampling"] = {
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "stop": list(sampling.stop),
+            "seed": sampling.seed,
+        }
+    if request.output is not None:
+        settings["output"] = {"name": request.output.name, "schema": request.output.schema}
+    return settings

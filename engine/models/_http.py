@@ -226,7 +226,7 @@ def error_for_status(model: str, response: httpx.Response, url: str | None = Non
     return ModelResponseError(model, message, status_code=status, url=url)
 
 
-_VALIDATION_HEAD = re.compile(r"^\s*(\d+) validation errors?\b")
+_VALIDATION_HEAD = re.compile(r"^\s*(?:[\w.-]+: )?(\d+) validation errors?\b")
 _VALIDATION_ENTRY = re.compile(
     r"'type': '(?P<type>[a-z_]+)', 'loc': \((?P<loc>[^)]*)\), 'msg': (?P<msg>\"[^\"]*\"|'[^']*')"
 )
@@ -236,7 +236,8 @@ def invalid_request_summary(message: str) -> str | None:
     """A short account of a pydantic validation of the *request body*, if ``message`` is one.
 
     The rule is kept narrow on purpose: only a message that starts as pydantic's
-    ``"<n> validation error(s)"`` and names a location in the request ``body`` counts, so a
+    ``"<n> validation error(s)"`` (after the error's type, if any) and names a location in the
+    request ``body`` counts, so a
     plain 500 (a crashed worker, an out-of-memory) stays a retryable server error.
     """
     head = _VALIDATION_HEAD.match(message)

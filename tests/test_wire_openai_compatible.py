@@ -344,8 +344,12 @@ def test_strict_mode_rules() -> None:
     assert not strict_compatible(nested)
     nested["properties"]["items"]["items"] = STRICT_ORDER.schema
     assert strict_compatible(nested)
-    # An enum or default listing names is data, not a schema to walk into.
+    # An enum or default listing names is data, not a schema to walk into; so are field names.
     assert strict_compatible({"type": "string", "enum": [{"properties": {}}]})
+    fields = {"type": {"type": "string"}, "properties": {"type": "string"}}
+    named = {**STRICT_ORDER.schema, "properties": fields, "required": ["type", "properties"]}
+    assert strict_compatible(named)
+    assert not strict_compatible({**named, "required": ["type"]})
 
 
 def test_every_built_in_profile_is_named_as_it_is_looked_up() -> None:

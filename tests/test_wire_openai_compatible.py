@@ -357,3 +357,15 @@ def test_every_built_in_profile_is_named_as_it_is_looked_up() -> None:
         name: name for name in ("openai", "vllm", "llama.cpp", "ollama")
     }
     assert wire_profile(WIRE_PROFILES["vllm"]) is WIRE_PROFILES["vllm"]
+
+
+async def test_a_long_provider_message_is_cut_to_one_readable_line() -> None:
+    said = "boom " + "x" * 2000 + "\n  File app.py, line 1 sk-proj-" + "A" * 40
+    with pytest.raises(ModelServerError) as caught:
+        await llama(Replies(500, {"error": {"message": said}})).complete(
+            ModelRequest(messages=HELLO)
+        )
+
+    message = str(caught.value)
+    assert "\n" not in message and message.endswith("…")
+    assert len(message) < 700

@@ -41,6 +41,9 @@ from agentledger.engine._secrets import redact_secrets
 from ._model import Sampling, ToolChoice
 
 _SNIPPET_CHARS = 300
+_MESSAGE_CHARS = 600
+"""How much of a provider's error message an error quotes: enough to say what is wrong, short
+enough to stay one readable line (a server may put a whole traceback there)."""
 
 _ENGINE_ATTEMPT: ContextVar[bool] = ContextVar("agentledger_engine_attempt", default=False)
 
@@ -195,7 +198,7 @@ def error_for_status(model: str, response: httpx.Response, url: str | None = Non
     """
     status = response.status_code
     said = provider_error_message(response)
-    message = f"HTTP {status}: {said}"
+    message = f"HTTP {status}: {_clip(said)}"
     request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
     if request_id:
         message += f" (request id {request_id})"
@@ -226,7 +229,7 @@ def error_for_status(model: str, response: httpx.Response, url: str | None = Non
     return ModelResponseError(model, message, status_code=status, url=url)
 
 
-_VALIDATION_HEAD = re.compile(r"^\s*(\d+) validation errors?\b")
+_VALIDATION_HEAD = re.compile(r"^\s*(?:[\w.-]+: )?(\d+) validation errors?\b")
 _VALIDATION_ENTRY = re.compile(
     r"'type': '(?P<type>[a-z_]+)', 'loc': \((?P<loc>[^)]*)\), 'msg': (?P<msg>\"[^\"]*\"|'[^']*')"
 )
@@ -236,7 +239,8 @@ def invalid_request_summary(message: str) -> str | None:
     """A short account of a pydantic validation of the *request body*, if ``message`` is one.
 
     The rule is kept narrow on purpose: only a message that starts as pydantic's
-    ``"<n> validation error(s)"`` and names a location in the request ``body`` counts, so a
+    ``"<n> validation error(s)"`` (after the error's type, if any) and names a location in the
+    request ``body`` counts, so a
     plain 500 (a crashed worker, an out-of-memory) stays a retryable server error.
     """
     head = _VALIDATION_HEAD.match(message)
@@ -336,6 +340,13 @@ def _snippet(response: httpx.Response) -> str:
     """The start of a body, for an error's message. Redacted before it is cut: a key cut in
     half would no longer be recognised (``ModelError`` redacts its whole message again)."""
     return redact_secrets(response.text)[:_SNIPPET_CHARS]
+
+
+def _clip(text: str) -> str:
+    """``text`` cut to ``_MESSAGE_CHARS``, redacted first (a key cut in half would no longer be
+    recognised), with its line breaks made spaces."""
+    text = " ".join(redact_secrets(text).split())
+    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 1] + "…"
 
 
 def _describe(exc: Exception) -> str:

@@ -40,6 +40,7 @@ from agentledger.engine.policies._checks import (
 from agentledger.engine.policies._critic import Critic
 from agentledger.engine.policies._redaction import Redactor
 from agentledger.engine.policies._sizes import SizePolicy
+from agentledger.engine.tools._subagent import SubAgentArgs, SubAgentTool
 from agentledger.engine.tools._tool_keys import canonical_arguments, idempotency_key
 from agentledger.engine.tools._tool_validation import RejectedCall, ValidCall, validate_call
 from agentledger.engine.tools._tools import Reconciled, Tool, ToolContext, to_json_value, tool
@@ -79,6 +80,7 @@ from ._errors import (
 )
 from ._sink import JsonLinesSink, combine_sinks
 from .loop._ports import Clock, IdSource, RandomIds, SystemClock
+from .loop._subagents import subagent
 
 __all__ = [
     "DEGRADED_TOOL_INSTRUCTION",
@@ -138,6 +140,8 @@ __all__ = [
     "RunResult",
     "Sink",
     "SizePolicy",
+    "SubAgentArgs",
+    "SubAgentTool",
     "SystemClock",
     "TokenEstimator",
     "Tool",
@@ -161,6 +165,7 @@ __all__ = [
     "lookup_price",
     "max_input_tokens",
     "openai_tool_schema",
+    "subagent",
     "to_json_value",
     "tool",
     "validate_call",

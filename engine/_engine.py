@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -61,6 +62,7 @@ from .loop._live import LiveHealth, LiveKeys, LiveLedgers, LiveModels, LiveTools
 from .loop._perform_run import in_flight_until, run_resumed, run_started
 from .loop._ports import Clock, IdSource, OpenGate, Ports, RandomIds, SystemClock
 from .loop._recorder import EventFilter, Recorder
+from .loop._subagents import ChildRun, LiveChildren, child_agent_of, sub_agents_started
 from .loop._tool_tasks import ToolTasks
 from .loop._watchdog import watch_loop
 from .policies._budget import Budgets
@@ -189,6 +191,8 @@ class Engine:
         self._active: dict[str, _Active] = {}
         self._agent_ports: dict[int, tuple[Agent, Ports]] = {}
         self._listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent]]] = defaultdict(list)
+        self._children: dict[str, set[str]] = defaultdict(set)
+        """The sub-agent runs this engine drives, by the run that started them."""
         self._task_group: TaskGroup | None = None
         self._tool_tasks = ToolTasks()
         self._loop_block_warning = loop_block_warning
@@ -315,6 +319,10 @@ class Engine:
         the process that drove the run is known to be gone (a supervisor restarting the one
         worker that crashed), or the side effect may happen twice.
         """
+        return RunResult.of(await self._resume(run_id, agent, takeover))
+
+    async def _resume(self, run_id: str, agent: Agent | None, takeover: bool) -> RunState:
+        """``resume``, answering the run's state."""
         active = self._take(check_id("run_id", run_id))
         try:
             state = await self.load(run_id)
@@ -327,10 +335,10 @@ class Engine:
                         "engine does not know; pass it to Engine(agents=[...]) or resume(agent=...)"
                     )
             if state.is_terminal:
-                return RunResult.of(state)
+                return state
             awaiting = any(c.status == "awaiting_confirmation" for c in state.calls.values())
             if state.status == "paused" and awaiting:
-                return RunResult.of(state)
+                return state
             until = None if takeover else in_flight_until(state)
             if until is not None and self.clock.now() < until:
                 raise RunBusyError(
@@ -342,7 +350,8 @@ class Engine:
             # Written at once, with the run's expected version: of two sessions resuming from
             # one state, the second stops here, before it asks anything of the world.
             await recorder.commit([run_resumed(state, self.clock)])
-            return await self._drive(active, recorder, agent)
+            await self._drive(active, recorder, agent)
+            return recorder.state
         finally:
             del self._active[run_id]
 
@@ -380,6 +389,9 @@ class Engine:
         """Cancel a run: stop it if it is running here, and record ``RunCancelled``."""
         active = self._active.get(check_id("run_id", run_id))
         check_text("the cancel reason", reason, self.sizes.max_error_text)
+        # Children first: a child cancelled after its parent could still be answering it.
+        for child in await self._children_in_flight(run_id, driven_here=active is not None):
+            await self.cancel(child, reason=f"its parent run {run_id} was cancelled")
         if active is not None:
             active.cancel_reason = reason
             active.scope.cancel()
@@ -420,7 +432,14 @@ class Engine:
         if agent is None:
             raise EngineError(f"no agent named {state.started.agent!r} to replay run {run_id!r}")
         driver = ReplayDriver(agent, self.budgets, self._admit)
-        return await Replayer(self.store).replay(run_id, driver)
+        report = await Replayer(self.store).replay(run_id, driver)
+        children = []
+        for started in sub_agents_started(report.recorded):
+            if await self.store.stream_version(run_stream(started.child_run_id)) == 0:
+                continue  # the recorded run stopped before its child wrote anything
+            child_agent = child_agent_of(agent, started) or self._agents.get(started.agent)
+            children.append(await self.replay(started.child_run_id, agent=child_agent))
+        return dataclasses.replace(report, children=tuple(children)) if children else report
 
     async def replay_all(
         self,
@@ -644,6 +663,7 @@ class Engine:
             ledgers=self._ledgers,
             keys=self._keys,
             gate=OpenGate(),
+            children=LiveChildren(self._drive_child, self.clock),
         )
 
     async def _drive(self, active: _Active, recorder: Recorder, agent: Agent) -> RunResult:
@@ -662,6 +682,44 @@ class Engine:
                 await recorder.settle()
                 await cancel_run(recorder, self.clock, self.ids, active.cancel_reason)
         return RunResult.of(recorder.state)
+
+    async def _drive_child(self, child: ChildRun) -> RunState:
+        """Start a sub-agent's run (or resume it, when an earlier session of its parent started
+        it) and drive it until it ends or pauses, in the parent's task: cancelling the parent
+        cancels it."""
+        parent = child.opening.parent_run_id or ""
+        self._children[parent].add(child.run_id)
+        try:
+            if await self.store.stream_version(run_stream(child.run_id)) > 0:
+                return await self._resume(child.run_id, child.agent, False)
+            active = self._take(child.run_id)
+            try:
+                self.register(child.agent)
+                recorder = self._recorder(RunState(run_id=child.run_id))
+                recorder.stage([child.opening])
+                await self._drive(active, recorder, child.agent)
+                return recorder.state
+            finally:
+                del self._active[child.run_id]
+        finally:
+            self._children[parent].discard(child.run_id)
+            if not self._children[parent]:
+                del self._children[parent]
+
+    async def _children_in_flight(self, run_id: str, *, driven_here: bool) -> list[str]:
+        """The sub-agent runs of ``run_id`` still going: those this engine drives for it, or
+        (when it drives nothing of the run) the children its log has started and not ended."""
+        if driven_here:
+            return sorted(self._children.get(run_id, ()))
+        state = await self.load(run_id)
+        found = []
+        for call in state.calls.values():
+            child = call.child
+            if child is None or call.status == "resolved":
+                continue
+            if await self.store.stream_version(run_stream(child.child_run_id)) > 0:
+                found.append(child.child_run_id)
+        return found
 
     async def _awaiting(self, run_id: str, call_id: str) -> RunState:
         state = await self.load(run_id)

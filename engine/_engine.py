@@ -668,19 +668,23 @@ class Engine:
 
     async def _drive(self, active: _Active, recorder: Recorder, agent: Agent) -> RunResult:
         active.recorder = recorder
-        with active.scope:
-            try:
-                await drive(recorder, agent, self._ports(agent), self.budgets)
-            except CorruptEventError as exc:
-                # A stream the run reads (its user's budget ledger, a key's ledger) is damaged:
-                # the run stops where it is, resumable once the row is repaired.
-                raise _parked(recorder.state.run_id, exc) from None
-        if active.cancel_reason is not None:
-            # Our own cancel: record it even if this task is being cancelled too. A write the
-            # cancel cut off may have committed: the recorder finds out first.
-            with anyio.CancelScope(shield=True):
-                await recorder.settle()
-                await cancel_run(recorder, self.clock, self.ids, active.cancel_reason)
+        try:
+            with active.scope:
+                try:
+                    await drive(recorder, agent, self._ports(agent), self.budgets)
+                except CorruptEventError as exc:
+                    # A stream the run reads (its user's budget ledger, a key's ledger) is
+                    # damaged: the run stops where it is, resumable once the row is repaired.
+                    raise _parked(recorder.state.run_id, exc) from None
+        finally:
+            # (In a finally: a sub-agent's run is cancelled with its parent, whose cancellation
+            # goes on through this scope.)
+            if active.cancel_reason is not None:
+                # Our own cancel: record it even if this task is being cancelled too. A write
+                # the cancel cut off may have committed: the recorder finds out first.
+                with anyio.CancelScope(shield=True):
+                    await recorder.settle()
+                    await cancel_run(recorder, self.clock, self.ids, active.cancel_reason)
         return RunResult.of(recorder.state)
 
     async def _drive_child(self, child: ChildRun) -> RunState:

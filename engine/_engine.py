@@ -391,7 +391,10 @@ class Engine:
         check_text("the cancel reason", reason, self.sizes.max_error_text)
         # Children first: a child cancelled after its parent could still be answering it.
         for child in await self._children_in_flight(run_id, driven_here=active is not None):
-            await self.cancel(child, reason=f"its parent run {run_id} was cancelled")
+            # (A child about to start has nothing to cancel yet: the parent's stop keeps it
+            # from starting.)
+            with suppress(RunNotFoundError):
+                await self.cancel(child, reason=f"its parent run {run_id} was cancelled")
         if active is not None:
             active.cancel_reason = reason
             active.scope.cancel()
@@ -712,17 +715,19 @@ class Engine:
 
     async def _children_in_flight(self, run_id: str, *, driven_here: bool) -> list[str]:
         """The sub-agent runs of ``run_id`` still going: those this engine drives for it, or
-        (when it drives nothing of the run) the children its log has started and not ended."""
+        (when it drives nothing of the run) the children of its current turn that have not
+        ended (a parent stopped while its child was in flight left it so)."""
         if driven_here:
             return sorted(self._children.get(run_id, ()))
         state = await self.load(run_id)
         found = []
         for call in state.calls.values():
-            child = call.child
-            if child is None or call.status == "resolved":
+            if call.child is None:
                 continue
-            if await self.store.stream_version(run_stream(child.child_run_id)) > 0:
-                found.append(child.child_run_id)
+            child_id = call.child.child_run_id
+            child = fold_run(await self._run_events(child_id))
+            if child.started is not None and not child.is_terminal:
+                found.append(child_id)
         return found
 
     async def _awaiting(self, run_id: str, call_id: str) -> RunState:

@@ -484,3 +484,70 @@ def test_show_lists_the_child_at_its_call_and_runs_marks_it(
     assert rows[CHILD]["parent_run_id"] == "p" and rows["p"]["parent_run_id"] is None
     assert main(["runs", "--db", str(db)]) == 0
     assert "(sub-agent of p)" in capsys.readouterr().out
+
+
+# -- ids, bad calls, nesting -------------------------------------------------------------------
+
+
+def test_child_run_ids_are_readable_or_a_digest() -> None:
+    from agentledger.engine.loop._subagents import child_run_id
+
+    assert child_run_id("p", 2, "call_7") == "p.t2.call_7"
+    long = child_run_id("r" * 190, 1, "c" * 40)
+    assert long.startswith("sub-") and len(long) == 44
+    assert long == child_run_id("r" * 190, 1, "c" * 40)  # the same in every session
+    assert child_run_id("p", 1, "a\nb") != child_run_id("p", 1, "a b")
+    assert child_run_id("p", 1, "a\nb").isprintable()
+
+
+async def test_a_call_without_a_task_is_rejected_and_no_child_starts(store: EventStore) -> None:
+    def answer(request: ModelRequest) -> ModelReply:
+        if request.messages[-1].role == "tool":
+            return reply("gave up")
+        return reply(tool_calls=[call("helper", {"question": "?"}, id="c1")])
+
+    helper = Agent(name="helper", model=child_model())
+    parent = Agent(name="boss", model=ScriptedModel(answer), tools=[subagent(helper)])
+    async with engine(store) as e:
+        result = await e.run(parent, "go", run_id="p")
+    assert result.output == "gave up"
+    recorded = await events_of(store, "p")
+    assert "tool_arguments_rejected" in types(recorded)
+    assert not only(recorded, SubAgentStarted)
+    assert await store.stream_version(f"run-{CHILD}") == 0
+
+
+async def test_a_sub_agent_of_a_sub_agent_gets_what_its_parent_has_left(store: EventStore) -> None:
+    leaf_model = child_model(output_tokens=50, text="leaf answer")
+    leaf = Agent(name="leaf", model=leaf_model, max_tokens=100)
+
+    def middle_answer(request: ModelRequest) -> ModelReply:
+        if request.messages[-1].role == "tool":
+            return reply("middle saw: " + request.messages[-1].content)
+        return reply(tool_calls=[call("leaf", {"task": "dig"}, id="d1")])
+
+    middle = Agent(
+        name="middle",
+        model=ScriptedModel(middle_answer, name="middle-model", price=PRICE),
+        tools=[subagent(leaf)],
+        max_tokens=100,
+    )
+    boss = parent_model("middle")
+    parent = Agent(name="boss", model=boss, tools=[subagent(middle)], max_tokens=100)
+    async with engine(store, caps=budgets("0.05")) as e:
+        result = await e.run(parent, "go", run_id="p", user_id="ann", surface="free")
+        assert result.status == "completed"
+        assert result.output is not None and "leaf answer" in result.output
+        report = await e.replay("p")
+    assert report.matches and report.children[0].children[0].matches
+    assert [c.run_id for c in report.children[0].children] == ["p.t1.c1.t1.d1"]
+
+    (to_middle,) = only(await events_of(store, "p"), SubAgentStarted)
+    (from_middle,) = only(await events_of(store, "p"), SubAgentEnded)
+    (to_leaf,) = only(await events_of(store, CHILD), SubAgentStarted)
+    assert to_middle.run_cap_usd == Decimal("0.05") - _cost(5)
+    assert to_leaf.run_cap_usd == to_middle.run_cap_usd - _cost(5)  # the middle's own call
+    # The middle's cost is its tree's: its two calls and the leaf's.
+    assert from_middle.cost_usd == 2 * _cost(5) + _cost(50)
+    ledger = fold_ledger(await store.read_stream(day_stream("ann", DAY)))
+    assert ledger.settled == 2 * _cost(5) + from_middle.cost_usd

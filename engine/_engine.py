@@ -319,10 +319,6 @@ class Engine:
         the process that drove the run is known to be gone (a supervisor restarting the one
         worker that crashed), or the side effect may happen twice.
         """
-        return RunResult.of(await self._resume(run_id, agent, takeover))
-
-    async def _resume(self, run_id: str, agent: Agent | None, takeover: bool) -> RunState:
-        """``resume``, answering the run's state."""
         active = self._take(check_id("run_id", run_id))
         try:
             state = await self.load(run_id)
@@ -335,10 +331,10 @@ class Engine:
                         "engine does not know; pass it to Engine(agents=[...]) or resume(agent=...)"
                     )
             if state.is_terminal:
-                return state
+                return RunResult.of(state)
             awaiting = any(c.status == "awaiting_confirmation" for c in state.calls.values())
             if state.status == "paused" and awaiting:
-                return state
+                return RunResult.of(state)
             until = None if takeover else in_flight_until(state)
             if until is not None and self.clock.now() < until:
                 raise RunBusyError(
@@ -350,8 +346,7 @@ class Engine:
             # Written at once, with the run's expected version: of two sessions resuming from
             # one state, the second stops here, before it asks anything of the world.
             await recorder.commit([run_resumed(state, self.clock)])
-            await self._drive(active, recorder, agent)
-            return recorder.state
+            return await self._drive(active, recorder, agent)
         finally:
             del self._active[run_id]
 
@@ -389,12 +384,8 @@ class Engine:
         """Cancel a run: stop it if it is running here, and record ``RunCancelled``."""
         active = self._active.get(check_id("run_id", run_id))
         check_text("the cancel reason", reason, self.sizes.max_error_text)
-        # Children first: a child cancelled after its parent could still be answering it.
-        for child in await self._children_in_flight(run_id, driven_here=active is not None):
-            # (A child about to start has nothing to cancel yet: the parent's stop keeps it
-            # from starting.)
-            with suppress(RunNotFoundError):
-                await self.cancel(child, reason=f"its parent run {run_id} was cancelled")
+        if await self._cancel_children(run_id, active, reason):
+            return
         if active is not None:
             active.cancel_reason = reason
             active.scope.cancel()
@@ -671,64 +662,82 @@ class Engine:
 
     async def _drive(self, active: _Active, recorder: Recorder, agent: Agent) -> RunResult:
         active.recorder = recorder
-        try:
-            with active.scope:
-                try:
-                    await drive(recorder, agent, self._ports(agent), self.budgets)
-                except CorruptEventError as exc:
-                    # A stream the run reads (its user's budget ledger, a key's ledger) is
-                    # damaged: the run stops where it is, resumable once the row is repaired.
-                    raise _parked(recorder.state.run_id, exc) from None
-        finally:
-            # (In a finally: a sub-agent's run is cancelled with its parent, whose cancellation
-            # goes on through this scope.)
-            if active.cancel_reason is not None:
-                # Our own cancel: record it even if this task is being cancelled too. A write
-                # the cancel cut off may have committed: the recorder finds out first.
-                with anyio.CancelScope(shield=True):
-                    await recorder.settle()
-                    await cancel_run(recorder, self.clock, self.ids, active.cancel_reason)
+        with active.scope:
+            try:
+                await drive(recorder, agent, self._ports(agent), self.budgets)
+            except CorruptEventError as exc:
+                # A stream the run reads (its user's budget ledger, a key's ledger) is damaged:
+                # the run stops where it is, resumable once the row is repaired.
+                raise _parked(recorder.state.run_id, exc) from None
+        if active.cancel_reason is not None:
+            # Our own cancel: record it even if this task is being cancelled too. A write the
+            # cancel cut off may have committed: the recorder finds out first.
+            with anyio.CancelScope(shield=True):
+                await recorder.settle()
+                await cancel_run(recorder, self.clock, self.ids, active.cancel_reason)
         return RunResult.of(recorder.state)
 
     async def _drive_child(self, child: ChildRun) -> RunState:
         """Start a sub-agent's run (or resume it, when an earlier session of its parent started
-        it) and drive it until it ends or pauses, in the parent's task: cancelling the parent
-        cancels it."""
-        parent = child.opening.parent_run_id or ""
-        self._children[parent].add(child.run_id)
+        it) and drive it until it ends or pauses, in the parent's task."""
+        parent_id = child.opening.parent_run_id or ""
+        self._children[parent_id].add(child.run_id)
         try:
             if await self.store.stream_version(run_stream(child.run_id)) > 0:
-                return await self._resume(child.run_id, child.agent, False)
-            active = self._take(child.run_id)
-            try:
-                self.register(child.agent)
-                recorder = self._recorder(RunState(run_id=child.run_id))
-                recorder.stage([child.opening])
-                await self._drive(active, recorder, child.agent)
-                return recorder.state
-            finally:
-                del self._active[child.run_id]
+                await self.resume(child.run_id, agent=child.agent)
+                state = await self.load(child.run_id)
+            else:
+                state = await self._start_child(child, self._active.get(parent_id))
         finally:
-            self._children[parent].discard(child.run_id)
-            if not self._children[parent]:
-                del self._children[parent]
+            self._children[parent_id].discard(child.run_id)
+            if not self._children[parent_id]:
+                del self._children[parent_id]
+            parent = self._active.get(parent_id)
+            if parent is not None and parent.cancel_reason is not None:
+                parent.scope.cancel()  # its cancellation waited for the child to stop
+        await anyio.lowlevel.checkpoint()  # where that cancellation stops the parent
+        return state
 
-    async def _children_in_flight(self, run_id: str, *, driven_here: bool) -> list[str]:
-        """The sub-agent runs of ``run_id`` still going: those this engine drives for it, or
-        (when it drives nothing of the run) the children of its current turn that have not
-        ended (a parent stopped while its child was in flight left it so)."""
-        if driven_here:
-            return sorted(self._children.get(run_id, ()))
+    async def _start_child(self, child: ChildRun, parent: _Active | None) -> RunState:
+        active = self._take(child.run_id)
+        try:
+            if parent is not None and parent.cancel_reason is not None:
+                # Cancelled while the child was about to start: it never starts.
+                parent.scope.cancel()
+                await anyio.lowlevel.checkpoint()
+            self.register(child.agent)
+            recorder = self._recorder(RunState(run_id=child.run_id))
+            recorder.stage([child.opening])
+            await self._drive(active, recorder, child.agent)
+            return recorder.state
+        finally:
+            del self._active[child.run_id]
+
+    async def _cancel_children(self, run_id: str, active: _Active | None, reason: str) -> bool:
+        """Cancel the sub-agent runs ``run_id`` has in flight, first: a child stopped after its
+        parent could still be answering it. For a run driven here, its own cancellation then
+        comes when its child's run returns (``_drive_child``), so the parent records how the
+        child ended; ``True`` says it was left to that."""
+        if active is not None:
+            children = sorted(self._children.get(run_id, ()))
+            if not children:
+                return False
+            active.cancel_reason = reason
+            for child in children:
+                # (A child about to start has nothing to cancel: it will not start.)
+                with suppress(RunNotFoundError):
+                    await self.cancel(child, reason=f"its parent run {run_id} was cancelled")
+            return True
         state = await self.load(run_id)
-        found = []
         for call in state.calls.values():
             if call.child is None:
                 continue
             child_id = call.child.child_run_id
-            child = fold_run(await self._run_events(child_id))
-            if child.started is not None and not child.is_terminal:
-                found.append(child_id)
-        return found
+            # A parent stopped (or ended) while its child was in flight left it so.
+            found = fold_run(await self._run_events(child_id))
+            if found.started is not None and not found.is_terminal:
+                await self.cancel(child_id, reason=f"its parent run {run_id} was cancelled")
+        return False
 
     async def _awaiting(self, run_id: str, call_id: str) -> RunState:
         state = await self.load(run_id)

@@ -398,8 +398,9 @@ async def test_cancelling_the_parent_cancels_the_child(store: EventStore) -> Non
     assert types(kid)[-1] == "run_cancelled"
     assert kid[-1].event.reason == "its parent run p was cancelled"  # type: ignore[union-attr]
     recorded = await events_of(store, "p")
-    assert types(recorded)[-1] == "run_cancelled"
+    assert types(recorded)[-2:] == ["tool_outcome_unknown", "run_cancelled"]
     assert recorded[-1].event.reason == "the user left"  # type: ignore[union-attr]
+    assert kid[-1].position < recorded[-1].position  # the child stopped first
 
 
 async def test_cancelling_a_stopped_parent_cancels_its_child_in_the_log(store: EventStore) -> None:

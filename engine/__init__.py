@@ -52,6 +52,7 @@ from agentledger.engine.tools._mcp import (
     McpToolSettings,
     McpUnavailableError,
 )
+from agentledger.engine.tools._subagent import SubAgentArgs, SubAgentTool
 from agentledger.engine.tools._tool_keys import canonical_arguments, idempotency_key
 from agentledger.engine.tools._tool_validation import RejectedCall, ValidCall, validate_call
 from agentledger.engine.tools._tools import Reconciled, Tool, ToolContext, to_json_value, tool
@@ -91,6 +92,7 @@ from ._errors import (
 )
 from ._sink import JsonLinesSink, combine_sinks
 from .loop._ports import Clock, IdSource, RandomIds, SystemClock
+from .loop._subagents import subagent
 
 __all__ = [
     "DEGRADED_TOOL_INSTRUCTION",
@@ -161,6 +163,8 @@ __all__ = [
     "Sampling",
     "Sink",
     "SizePolicy",
+    "SubAgentArgs",
+    "SubAgentTool",
     "SystemClock",
     "TokenEstimator",
     "Tool",
@@ -185,6 +189,7 @@ __all__ = [
     "lookup_price",
     "max_input_tokens",
     "openai_tool_schema",
+    "subagent",
     "to_json_value",
     "tool",
     "validate_call",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import defaultdict
@@ -63,6 +64,7 @@ from .loop._live import LiveHealth, LiveKeys, LiveLedgers, LiveModels, LiveTools
 from .loop._perform_run import in_flight_until, run_resumed, run_started
 from .loop._ports import Clock, IdSource, OpenGate, Ports, RandomIds, SystemClock
 from .loop._recorder import EventFilter, Recorder
+from .loop._subagents import ChildRun, LiveChildren, child_agent_of, sub_agents_started
 from .loop._tool_tasks import ToolTasks
 from .loop._watchdog import watch_loop
 from .policies._budget import Budgets
@@ -233,6 +235,8 @@ class Engine:
         self._active: dict[str, _Active] = {}
         self._agent_ports: dict[int, tuple[Agent[Any], Ports]] = {}
         self._listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent]]] = defaultdict(list)
+        self._children: dict[str, set[str]] = defaultdict(set)
+        """The sub-agent runs this engine drives, by the run that started them."""
         self._task_group: TaskGroup | None = None
         self._tool_tasks = ToolTasks()
         self._loop_block_warning = loop_block_warning
@@ -436,6 +440,8 @@ class Engine:
         """Cancel a run: stop it if it is running here, and record ``RunCancelled``."""
         active = self._active.get(check_id("run_id", run_id))
         check_text("the cancel reason", reason, self.sizes.max_error_text)
+        if await self._cancel_children(run_id, active, reason):
+            return
         if active is not None:
             active.cancel_reason = reason
             active.scope.cancel()
@@ -476,7 +482,14 @@ class Engine:
         if agent is None:
             raise EngineError(f"no agent named {state.started.agent!r} to replay run {run_id!r}")
         driver = ReplayDriver(agent, self.budgets, self._admit)
-        return await Replayer(self.store).replay(run_id, driver)
+        report = await Replayer(self.store).replay(run_id, driver)
+        children = []
+        for started in sub_agents_started(report.recorded):
+            if await self.store.stream_version(run_stream(started.child_run_id)) == 0:
+                continue  # the recorded run stopped before its child wrote anything
+            child_agent = child_agent_of(agent, started) or self._agents.get(started.agent)
+            children.append(await self.replay(started.child_run_id, agent=child_agent))
+        return dataclasses.replace(report, children=tuple(children)) if children else report
 
     async def replay_all(
         self,
@@ -711,6 +724,7 @@ class Engine:
             ledgers=self._ledgers,
             keys=self._keys,
             gate=OpenGate(),
+            children=LiveChildren(self._drive_child, self.clock),
         )
 
     async def _drive(
@@ -733,6 +747,68 @@ class Engine:
                 await cancel_run(recorder, self.clock, self.ids, active.cancel_reason)
         _warn_overshoots(recorder.state.overshoots[seen:])
         return RunResult.of(recorder.state, agent)
+
+    async def _drive_child(self, child: ChildRun) -> RunState:
+        """Start a sub-agent's run (or resume it, when an earlier session of its parent started
+        it) and drive it until it ends or pauses, in the parent's task."""
+        parent_id = child.opening.parent_run_id or ""
+        self._children[parent_id].add(child.run_id)
+        try:
+            if await self.store.stream_version(run_stream(child.run_id)) > 0:
+                await self.resume(child.run_id, agent=child.agent)
+                state = await self.load(child.run_id)
+            else:
+                state = await self._start_child(child, self._active.get(parent_id))
+        finally:
+            self._children[parent_id].discard(child.run_id)
+            if not self._children[parent_id]:
+                del self._children[parent_id]
+            parent = self._active.get(parent_id)
+            if parent is not None and parent.cancel_reason is not None:
+                parent.scope.cancel()  # its cancellation waited for the child to stop
+        await anyio.lowlevel.checkpoint()  # where that cancellation stops the parent
+        return state
+
+    async def _start_child(self, child: ChildRun, parent: _Active | None) -> RunState:
+        active = self._take(child.run_id)
+        try:
+            if parent is not None and parent.cancel_reason is not None:
+                # Cancelled while the child was about to start: it never starts.
+                parent.scope.cancel()
+                await anyio.lowlevel.checkpoint()
+            self.register(child.agent)
+            recorder = self._recorder(RunState(run_id=child.run_id))
+            recorder.stage([child.opening])
+            await self._drive(active, recorder, child.agent)
+            return recorder.state
+        finally:
+            del self._active[child.run_id]
+
+    async def _cancel_children(self, run_id: str, active: _Active | None, reason: str) -> bool:
+        """Cancel the sub-agent runs ``run_id`` has in flight, first: a child stopped after its
+        parent could still be answering it. For a run driven here, its own cancellation then
+        comes when its child's run returns (``_drive_child``), so the parent records how the
+        child ended; ``True`` says it was left to that."""
+        if active is not None:
+            children = sorted(self._children.get(run_id, ()))
+            if not children:
+                return False
+            active.cancel_reason = reason
+            for child in children:
+                # (A child about to start has nothing to cancel: it will not start.)
+                with suppress(RunNotFoundError):
+                    await self.cancel(child, reason=f"its parent run {run_id} was cancelled")
+            return True
+        state = await self.load(run_id)
+        for call in state.calls.values():
+            if call.child is None:
+                continue
+            child_id = call.child.child_run_id
+            # A parent stopped (or ended) while its child was in flight left it so.
+            found = fold_run(await self._run_events(child_id))
+            if found.started is not None and not found.is_terminal:
+                await self.cancel(child_id, reason=f"its parent run {run_id} was cancelled")
+        return False
 
     async def _awaiting(self, run_id: str, call_id: str) -> RunState:
         state = await self.load(run_id)

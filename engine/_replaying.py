@@ -40,6 +40,15 @@ class ReplayDriver:
             surface=started.surface,
             at=answers.clock.now(),
         )
+        # What the recorded start says of the run's place among others (a sub-agent's parent
+        # and cap) is the caller's, not the agent's: it is started the same.
+        opening = opening.model_copy(
+            update={
+                "parent_run_id": started.parent_run_id,
+                "parent_call_id": started.parent_call_id,
+                "settings": started.settings,
+            }
+        )
         answers.check_start(opening)
         recorder.stage([opening])
         await drive(recorder, self._agent, _ports(answers), self._budgets)
@@ -70,6 +79,7 @@ def _ports(answers: TapeAnswers) -> Ports:
         ledgers=answers.ledgers,
         keys=answers.keys,
         gate=answers.gate,
+        children=answers.children,
     )
 
 

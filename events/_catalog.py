@@ -519,6 +519,43 @@ class RevisionRequested(EventBase):
     message: str = ""
 
 
+# -- sub-agents ----------------------------------------------------------------------------------
+
+
+class SubAgentStarted(EventBase):
+    """A tool call of this run starts a sub-agent's run, ``child_run_id`` (its own stream,
+    whose ``RunStarted`` names this run and call as its parent).
+
+    Written before the child's first event, like a side effect's intent, so a resumed parent
+    finds the child it started and never starts a second one. ``run_cap_usd`` is the part of
+    this run's cap left to the child when it started (``None``: no run cap applies).
+    """
+
+    type: Literal["sub_agent_started"] = "sub_agent_started"
+    call_id: str
+    tool_name: str
+    child_run_id: str
+    agent: str
+    task: str
+    run_cap_usd: Decimal | None = None
+
+
+class SubAgentEnded(EventBase):
+    """The sub-agent's run ended: its status, answer or error and what it cost (its model
+    calls and those of its own sub-agents), recorded as the parent's tool call result."""
+
+    type: Literal["sub_agent_ended"] = "sub_agent_ended"
+    call_id: str
+    tool_name: str
+    child_run_id: str
+    status: Literal["completed", "failed", "cancelled", "budget_exceeded"]
+    output: str | None = None
+    error: str | None = None
+    flagged: bool = False
+    cost_usd: Decimal = Decimal(0)
+    usage: Usage = Usage()
+
+
 Event = Annotated[
     RunStarted
     | TurnStarted
@@ -553,7 +590,9 @@ Event = Annotated[
     | MemoryCompacted
     | CriticVerdict
     | RevisionRequested
-    | BudgetOvershot,
+    | BudgetOvershot
+    | SubAgentStarted
+    | SubAgentEnded,
     Field(discriminator="type"),
 ]
 """Every event the engine records, discriminated by its ``type`` tag."""

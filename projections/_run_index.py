@@ -73,6 +73,7 @@ class RunSummary:
     output_tokens: int
     flagged: bool
     forked_from: str | None
+    parent_run_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -93,6 +94,7 @@ class _RunTally:
     output_tokens: int
     flagged: bool
     forked_from: str | None
+    parent_run_id: str | None = None
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(RunSummary))
@@ -162,6 +164,7 @@ class RunIndex:
                     output_tokens=0,
                     flagged=False,
                     forked_from=event.forked_from,
+                    parent_run_id=event.parent_run_id,
                 )
             # An event of a run whose start the log does not hold: there is nothing to attach
             # it to (who, which agent), so it is not indexed.
@@ -230,6 +233,7 @@ class RunIndex:
             output_tokens=raw["output_tokens"],
             flagged=raw["flagged"],
             forked_from=raw["forked_from"],
+            parent_run_id=raw.get("parent_run_id"),  # rows saved before sub-agents lack it
         )
 
 

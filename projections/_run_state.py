@@ -43,6 +43,8 @@ from agentledger.events import (
     RunPaused,
     RunResumed,
     RunStarted,
+    SubAgentEnded,
+    SubAgentStarted,
     ToolArgumentsRejected,
     ToolCall,
     ToolCallClaimed,
@@ -64,6 +66,7 @@ from ._tool_results import (
     tool_result_denied,
     tool_result_error,
     tool_result_ok,
+    tool_result_sub_agent,
     tool_result_unknown_outcome,
 )
 
@@ -99,6 +102,9 @@ class ToolCallState:
     tiers_done: int = 0
     interrupted: bool = False
     claim: ToolCallClaimed | None = None
+    child: SubAgentStarted | None = None
+    """For a sub-agent call: the child run it started (the call is ``intended`` until the child
+    ends)."""
 
     @property
     def key(self) -> str | None:
@@ -196,6 +202,8 @@ class RunState:
     output_revisions: int = 0
     """How many of ``revision`` sent back an answer that was not a valid output type."""
     error: str | None = None
+    children_usd: Decimal = Decimal(0)
+    """What the run's ended sub-agent runs cost (their whole trees), from ``SubAgentEnded``."""
 
     @property
     def is_terminal(self) -> bool:
@@ -204,8 +212,10 @@ class RunState:
 
     @property
     def committed_usd(self) -> Decimal:
-        """Settled spend plus outstanding reservations: what the run cap is checked against."""
-        return self.spent_usd + sum((r.amount_usd for r in self.reservations.values()), Decimal(0))
+        """Settled spend plus outstanding reservations plus what its sub-agents spent: what the
+        run cap is checked against."""
+        reserved = sum((r.amount_usd for r in self.reservations.values()), Decimal(0))
+        return self.spent_usd + reserved + self.children_usd
 
     @property
     def budget_closed_by(self) -> str | None:
@@ -555,6 +565,32 @@ def _answered(state: RunState, event: ModelCallResponded, version: int) -> Chang
     return _reply(state, event, version)
 
 
+def _child_started(state: RunState, event: SubAgentStarted, version: int) -> Changes:
+    return _call_changed(
+        state,
+        event.call_id,
+        status="intended",
+        span_id=event.span_id,
+        child=event,
+        interrupted=False,
+    )
+
+
+def _child_ended(state: RunState, event: SubAgentEnded, version: int) -> Changes:
+    content = tool_result_sub_agent(
+        event.status,
+        event.output,
+        event.error,
+        event.child_run_id,
+        str(event.cost_usd),
+        event.flagged,
+    )
+    changes = _resolved(state, version, event.call_id, content)
+    if changes:  # the child's cost counts once, with the result that records it
+        changes["children_usd"] = state.children_usd + event.cost_usd
+    return changes
+
+
 _HANDLERS: dict[str, Callable[[RunState, Any, int], Changes]] = {
     "run_started": _started,
     "turn_started": _turn,
@@ -590,6 +626,8 @@ _HANDLERS: dict[str, Callable[[RunState, Any, int], Changes]] = {
     "critic_verdict": _verdict,
     "revision_requested": _revision,
     "budget_overshot": _overshot,
+    "sub_agent_started": _child_started,
+    "sub_agent_ended": _child_ended,
 }
 """Every event type's handler (a test checks the catalog has no type without one)."""
 

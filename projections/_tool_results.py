@@ -102,3 +102,37 @@ def _dumps(body: dict[str, JsonValue]) -> str:
     except orjson.JSONEncodeError:
         # Integers beyond 64 bits: the stdlib writes them, with the same sorted, compact form.
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+_SUB_AGENT_HINTS: dict[str, str] = {
+    "failed": "the sub-agent could not finish; call it again with a clearer task, or answer "
+    "without it",
+    "budget_exceeded": "the sub-agent ran out of budget; do not call it again in this run",
+    "cancelled": "the sub-agent was cancelled; do not call it again in this run",
+}
+
+
+def tool_result_sub_agent(
+    status: str, output: str | None, error: str | None, run_id: str, cost_usd: str, flagged: bool
+) -> str:
+    """What a sub-agent's run ended with: its answer (``ok``), or why it has none (``error``,
+    ``error_type`` ``sub_agent_<status>``), with its run id and cost either way."""
+    if status == "completed":
+        result: dict[str, JsonValue] = {
+            "output": output or "",
+            "run_id": run_id,
+            "cost_usd": cost_usd,
+        }
+        if flagged:
+            result["flagged"] = True
+        return tool_result_ok(result)
+    return _dumps(
+        {
+            "status": "error",
+            "error_type": f"sub_agent_{status}",
+            "errors": [{"loc": [], "message": error or status}],
+            "run_id": run_id,
+            "cost_usd": cost_usd,
+            "hint": _SUB_AGENT_HINTS.get(status, "answer without the sub-agent"),
+        }
+    )

@@ -22,6 +22,8 @@ from agentledger.events import (
     RecordedEvent,
     RunStarted,
     StreamAppend,
+    SubAgentEnded,
+    SubAgentStarted,
     ToolCallIntended,
     ToolCallReconciled,
     ToolCallSucceeded,
@@ -132,6 +134,24 @@ class TapeTools:
         found = self._tape.reconciled(intended.call_id)
         placed = {**_envelope(intended, self._clock), "call_id": intended.call_id}
         return found.model_copy(update=placed)
+
+
+class TapeChildren:
+    """Sub-agent runs as they ended when recorded, placed in the replayed call's span; no child
+    runs (``Engine.replay`` replays each child from its own log)."""
+
+    def __init__(self, tape: Tape, clock: TapeClock) -> None:
+        self._tape = tape
+        self._clock = clock
+
+    async def run_child(
+        self, started: SubAgentStarted, agent: object, *, user_id: str, surface: str
+    ) -> SubAgentEnded | None:
+        ended = self._tape.child_outcome(started.call_id)
+        if ended is None:
+            return None
+        placed = {**_envelope(started, self._clock), "call_id": started.call_id}
+        return ended.model_copy(update=placed)
 
 
 class TapeHealth:
@@ -261,6 +281,7 @@ class TapeAnswers:
     ledgers: TapeLedgers = field(init=False)
     keys: TapeKeys = field(init=False)
     gate: TapeGate = field(init=False)
+    children: TapeChildren = field(init=False)
 
     def __post_init__(self) -> None:
         self.clock = TapeClock(self.tape, self.scratch)
@@ -273,6 +294,7 @@ class TapeAnswers:
         self.ledgers = TapeLedgers(self.tape, self.reads, self.scratch)
         self.keys = TapeKeys(self.tape, self.reads, self.scratch)
         self.gate = TapeGate(self.tape)
+        self.children = TapeChildren(self.tape, self.clock)
 
     def check_start(self, started: RunStarted) -> None:
         """Raise the divergence if the replayed run starts otherwise than recorded (another
@@ -293,7 +315,9 @@ class TapeAnswers:
         return self.tape.interruptions[0] if self.tape.interruptions else None
 
 
-def _envelope(event: ModelCallRequested | ToolCallIntended, clock: TapeClock) -> dict[str, Any]:
+def _envelope(
+    event: ModelCallRequested | ToolCallIntended | SubAgentStarted, clock: TapeClock
+) -> dict[str, Any]:
     """The envelope of an answer to ``event``, in its span, at the recorded time."""
     return {
         "run_id": event.run_id,

@@ -60,16 +60,20 @@ class ReplayReport:
     divergence: Divergence | None
     recorded_spend_usd: Decimal
     replayed_spend_usd: Decimal
+    children: tuple[ReplayReport, ...] = ()
+    """The replays of the sub-agent runs this run started, in the order it started them."""
 
     @property
     def matches(self) -> bool:
-        """Whether the replay reproduced the recording."""
-        return self.divergence is None
+        """Whether the replay reproduced the recording, the sub-agent runs' included."""
+        return self.divergence is None and all(child.matches for child in self.children)
 
     def check(self) -> None:
-        """Raise ``NondeterminismError`` if the replay diverged."""
+        """Raise ``NondeterminismError`` if the replay (or a sub-agent run's) diverged."""
         if self.divergence is not None:
             raise NondeterminismError(self.divergence)
+        for child in self.children:
+            child.check()
 
 
 Session = Callable[[], Awaitable[None]]

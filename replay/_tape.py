@@ -24,7 +24,10 @@ from agentledger.events import (
     ModelCallResponded,
     RecordedEvent,
     RunCancelled,
+    RunPaused,
     RunResumed,
+    SubAgentEnded,
+    SubAgentStarted,
     ToolArgumentsRejected,
     ToolCallIntended,
     ToolCallReconciled,
@@ -92,6 +95,8 @@ class Tape:
     ledger_reads: deque[int] = field(default_factory=deque)
     """Positions of the decisions that read a day ledger (reservations and refusals)."""
     interruptions: deque[Interruption] = field(default_factory=deque)
+    children: dict[str, deque[SubAgentEnded | None]] = field(default_factory=dict)
+    """Per sub-agent call id: how its child run ended, or ``None`` where it paused."""
 
     @classmethod
     def from_events(cls, events: Sequence[RecordedEvent], *, copied: int = 0) -> Tape:
@@ -103,6 +108,7 @@ class Tape:
         tape = cls(events=list(events))
         requests: dict[str, tuple[ModelCallRequested, int]] = {}
         intended: set[str] = set()  # calls of the current turn with an intent
+        delegated: set[str] = set()  # sub-agent calls whose child has not ended
         for recorded in events:
             event = recorded.event
             if recorded.version <= copied:
@@ -136,6 +142,14 @@ class Tape:
                 tape.reconciles.setdefault(event.call_id, deque()).append(event)
             elif isinstance(event, BudgetReserved | BudgetExceeded):
                 tape.ledger_reads.append(recorded.position)
+            elif isinstance(event, SubAgentStarted):
+                delegated.add(event.call_id)
+            elif isinstance(event, SubAgentEnded):
+                delegated.discard(event.call_id)
+                tape.children.setdefault(event.call_id, deque()).append(event)
+            elif isinstance(event, RunPaused):
+                for call_id in delegated.intersection(event.call_ids):
+                    tape.children.setdefault(call_id, deque()).append(None)
             elif isinstance(event, RunResumed) and event.reason == "interrupted":
                 tape.interruptions.append(Interruption("crash", recorded.version - 1))
             elif isinstance(event, RunCancelled) and event.after_version is not None:
@@ -193,6 +207,16 @@ class Tape:
         if not queue:
             raise Diverged(
                 Divergence(None, None, {"call_id": call_id}, "a reconcile the recording lacks")
+            )
+        return queue.popleft()
+
+    def child_outcome(self, call_id: str) -> SubAgentEnded | None:
+        """How the child run of sub-agent call ``call_id`` ended when recorded (``None``: it
+        waited for a person there)."""
+        queue = self.children.get(call_id)
+        if not queue:
+            raise Diverged(
+                Divergence(None, None, {"call_id": call_id}, "a sub-agent run the recording lacks")
             )
         return queue.popleft()
 

@@ -181,4 +181,15 @@ def detail(event: Event) -> str:
             return f"{event.method}: rejected (revision {event.revision}): {failed}"
         case "revision_requested":
             return f"revision {event.revision}: " + "; ".join(event.issues)
+        case "sub_agent_started":
+            cap = "" if event.run_cap_usd is None else f", run cap {money(event.run_cap_usd)}"
+            return (
+                f"{event.tool_name}: child run {event.child_run_id} ({event.agent}{cap}): "
+                f"{clip(event.task)!r}"
+            )
+        case "sub_agent_ended":
+            said = repr(clip(event.output)) if event.output is not None else event.error or ""
+            return (
+                f"child run {event.child_run_id} {event.status}, {money(event.cost_usd)}: {said}"
+            ).rstrip(": ")
     return ""

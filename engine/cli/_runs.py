@@ -146,6 +146,7 @@ def run_json(row: RunRow) -> dict[str, Any]:
             "output_tokens": summary.output_tokens,
             "flagged": summary.flagged,
             "forked_from": summary.forked_from,
+            "parent_run_id": summary.parent_run_id,
         }
     fields["parked"] = None if row.parked is None else row.parked.describe()
     return fields
@@ -165,8 +166,13 @@ def render_runs(out: Output, rows: list[RunRow]) -> None:
             cells.append((row.run_id, "?", "?", status_text("parked"), "?", "?", "?"))
             continue
         started = f"{s.started_at:%Y-%m-%d %H:%M:%S}"
+        run = (
+            row.run_id
+            if s.parent_run_id is None
+            else f"{row.run_id} (sub-agent of {s.parent_run_id})"
+        )
         cells.append(
-            (row.run_id, s.agent, s.user_id, status_text(row.status), s.turns, s.cost_usd, started)
+            (run, s.agent, s.user_id, status_text(row.status), s.turns, s.cost_usd, started)
         )
     headers = ["run", "agent", "user", "status", "turns", "cost (USD)", "started"]
     out.table(headers, cells, right=(4, 5), styles=("cyan",))

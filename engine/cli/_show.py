@@ -112,6 +112,14 @@ def _tool_outcome(events: list[Event]) -> tuple[str, str]:
                 return "denied", "red"
             case "confirmation_requested":
                 return "waiting for a yes", "yellow"
+            case "sub_agent_ended":
+                style = "green" if event.status == "completed" else "red"
+                return (
+                    f"sub-agent run {event.child_run_id} {event.status}, {money(event.cost_usd)}",
+                    style,
+                )
+            case "sub_agent_started":
+                return f"sub-agent run {event.child_run_id} in flight", "yellow"
     return "in flight", "yellow"
 
 
@@ -209,6 +217,8 @@ def _header(out: Output, run_id: str, row: RunSummary | None, timeline: Timeline
         ]
         if row.forked_from:
             fields.append(("forked", text(f"from {row.forked_from}")))
+        if row.parent_run_id:
+            fields.append(("parent", text(f"{row.parent_run_id} (a sub-agent run)")))
     for event in timeline.root.events():
         if event.type == "run_started":
             fields.append(("task", text(clip(event.task.replace("\n", " "), 160))))

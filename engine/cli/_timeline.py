@@ -68,7 +68,7 @@ class Span:
             return "turn"
         if types & {"model_call_requested", "model_call_responded", "model_call_failed"}:
             return "model"
-        if any(t.startswith("tool_") or t.startswith("confirmation_") for t in types):
+        if any(t.startswith(("tool_", "confirmation_", "sub_agent_")) for t in types):
             return "tool"
         return "other"
 

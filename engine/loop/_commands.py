@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 from agentledger.engine.models._model import Model
+from agentledger.engine.tools._subagent import SubAgentArgs, SubAgentTool
 from agentledger.engine.tools._tool_validation import RejectedCall, ValidCall
 from agentledger.engine.tools._tools import Tool
 from agentledger.events import ModelCallFailed, ModelCallRequested, ModelCallResponded, ModelPurpose
@@ -233,3 +234,26 @@ class GiveUp(Command):
 
     call: ToolCallState
     reason: str
+
+
+# -- sub-agents ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StartSubAgent(Command):
+    """Record that a sub-agent call starts its child run (durable before the child runs)."""
+
+    call: ToolCallState
+    tool: SubAgentTool
+    args: SubAgentArgs
+
+
+@dataclass(slots=True)
+class RunSubAgent(Command):
+    """Drive the child run a sub-agent call started (start it, or resume it after a crash) and
+    record how it ended."""
+
+    io: ClassVar[bool] = True
+    executes: ClassVar[bool] = True
+    call: ToolCallState
+    tool: SubAgentTool

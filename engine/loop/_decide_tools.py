@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agentledger.engine._agent import Agent
+from agentledger.engine.tools._subagent import SubAgentTool
 from agentledger.engine.tools._tool_validation import RejectedCall, validate_call
 from agentledger.engine.tools._tools import Tool
 from agentledger.projections._run_state import RunState, ToolCallState
@@ -31,7 +32,9 @@ from ._commands import (
     Pause,
     Reconcile,
     Reject,
+    RunSubAgent,
     RunTiers,
+    StartSubAgent,
     TierJob,
 )
 
@@ -48,6 +51,10 @@ def tool_step(state: RunState, agent: Agent) -> Command | None:
         if call.status == "awaiting_confirmation":
             waiting.append(call_id)
             continue
+        if call.child is not None:
+            # One child at a time, in call order: each starts with what the ones before it left
+            # of the run's cap (the other calls' tiers wait for it).
+            return _child_step(call, tools)
         if call.status in ("requested", "approved"):
             admitted = _admit(state, call, tools, held_keys)
             if isinstance(admitted, TierJob):
@@ -82,6 +89,8 @@ def _admit(
     tool = checked.tool
     if tool.confirm and call.status == "requested":
         return AskConfirmation(call, checked)
+    if isinstance(tool, SubAgentTool):
+        return StartSubAgent(call, tool, checked.args)
     started = state.started
     user_id = started.user_id if started is not None else ""
     key = tool.idempotency_key(checked.arguments, run_id=state.run_id, user_id=user_id)
@@ -91,6 +100,14 @@ def _admit(
         return None
     held_keys.add(key)
     return CheckKey(call, checked, key)
+
+
+def _child_step(call: ToolCallState, tools: dict[str, Tool[Any]]) -> Command:
+    """The next step of a sub-agent call whose child run has started: drive it on."""
+    tool = tools.get(call.call.name)
+    if not isinstance(tool, SubAgentTool):
+        return GiveUp(call, "the sub-agent is no longer part of the agent")
+    return RunSubAgent(call, tool)
 
 
 def _in_flight(call: ToolCallState, tools: dict[str, Tool[Any]]) -> Command | TierJob:

@@ -43,8 +43,10 @@ from ._commands import (
     Reject,
     RequestModel,
     Retry,
+    RunSubAgent,
     RunTiers,
     SendRequest,
+    StartSubAgent,
     StartTurn,
     Stop,
 )
@@ -74,6 +76,7 @@ from ._perform_tools import (
 from ._ports import Clock, IdSource, Ports
 from ._recorder import Recorder
 from ._step import Step
+from ._subagents import run_sub_agent, start_sub_agent
 
 _PURE: dict[type[Command], Callable[[Any, Step, Recorder], None]] = {
     StartTurn: start_turn,
@@ -92,6 +95,7 @@ _PURE: dict[type[Command], Callable[[Any, Step, Recorder], None]] = {
     Degrade: degrade,
     Claim: claim,
     GiveUp: give_up,
+    StartSubAgent: start_sub_agent,
 }
 """Performers of the steps that only turn state into events."""
 
@@ -101,6 +105,7 @@ _IO: dict[type[Command], Callable[[Any, Step, Recorder], Awaitable[None]]] = {
     CheckKey: check_key,
     RunTiers: run_tiers,
     Reconcile: reconcile,
+    RunSubAgent: run_sub_agent,
 }
 """Performers of the steps that meet the world (each with at most one I/O)."""
 

@@ -25,6 +25,8 @@ from agentledger.events import (
     ModelCallFailed,
     ModelCallRequested,
     ModelCallResponded,
+    SubAgentEnded,
+    SubAgentStarted,
     ToolCallIntended,
     ToolCallReconciled,
     ToolCallSucceeded,
@@ -160,6 +162,29 @@ class KeyPort(Protocol):
         ...
 
 
+class ChildRunPort(Protocol):
+    """Sub-agents: drives the child run ``started`` names, of ``agent``, for ``user_id`` on
+    ``surface`` (starting it, or resuming it where a crash left it) and answers how it ended, in
+    ``started``'s span, or ``None`` when the child waits for a person (the parent pauses too).
+    """
+
+    async def run_child(
+        self, started: SubAgentStarted, agent: Any, *, user_id: str, surface: str
+    ) -> SubAgentEnded | None: ...
+
+
+class NoChildren:
+    """The child-run port where none is wired: a sub-agent call cannot be performed."""
+
+    async def run_child(
+        self, started: SubAgentStarted, agent: Any, *, user_id: str, surface: str
+    ) -> SubAgentEnded | None:
+        raise RuntimeError("sub-agent runs need an Engine's child-run port (Ports.children)")
+
+
+_NO_CHILDREN = NoChildren()
+
+
 class Gate(Protocol):
     """Consulted before every I/O of a run with the run's committed and current version.
 
@@ -189,3 +214,4 @@ class Ports:
     ledgers: LedgerPort
     keys: KeyPort
     gate: Gate
+    children: ChildRunPort = _NO_CHILDREN

@@ -50,6 +50,7 @@ _ANSWERS = frozenset(
         "tool_call_reconciled",
         "budget_settled",
         "budget_released",
+        "sub_agent_ended",
     }
 )
 """Events that record what a port answered, money that moved, or a back-off's deadline: durable
@@ -64,7 +65,8 @@ def _claims(event: Event) -> bool:
         return event.idempotency_key is not None
     if isinstance(event, ToolArgumentsRejected):
         return event.error_type == "idempotency_conflict"
-    return event.type == "tool_call_claimed"
+    # A sub-agent's start names the child run it owns: durable before the child writes.
+    return event.type in ("tool_call_claimed", "sub_agent_started")
 
 
 EventFilter = Callable[[Event], Event]

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Protocol
 
 from agentledger.engine._agent import Agent
 from agentledger.engine.policies._budget import BudgetPolicy, Budgets
-from agentledger.events import Event, StreamAppend
+from agentledger.events import Event, RunStarted, StreamAppend
 from agentledger.projections._run_state import RunState
 
 from ._ports import Clock, Ports, SpanFields
@@ -29,6 +30,16 @@ def in_span(
         "parent_span_id": parent,
         "at": clock.now() if at is None else at,
     }
+
+
+RUN_CAP_SETTING = "run_cap_usd"
+"""The ``RunStarted.settings`` entry of a sub-agent's run: what its parent left it of its cap."""
+
+
+def parent_cap(started: RunStarted) -> Decimal | None:
+    """The run cap a sub-agent's run was given by its parent (``None``: none)."""
+    value = started.settings.get(RUN_CAP_SETTING)
+    return Decimal(value) if isinstance(value, str) else None
 
 
 class Writer(Protocol):
@@ -80,6 +91,9 @@ class Step:
         if self.budgets is None or started is None:
             return None
         policy = self.budgets.policy(started.surface)
+        left = parent_cap(started)
+        if left is not None and (policy.per_run_usd is None or left < policy.per_run_usd):
+            policy = BudgetPolicy(per_run_usd=left, per_user_day_usd=policy.per_user_day_usd)
         if policy.per_run_usd is None and policy.per_user_day_usd is None:
             return None
         return policy

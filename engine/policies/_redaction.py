@@ -52,6 +52,9 @@ _NOT_WALKED = frozenset(
         "original_run_id",
         "original_call_id",
         "forked_from",
+        "child_run_id",  # names a stream: a sub-agent run must be found under it
+        "parent_run_id",
+        "parent_call_id",
         "user_id",
         "surface",
         "agent",

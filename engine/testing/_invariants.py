@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from agentledger.engine._agent import Agent
 from agentledger.engine._engine import Engine, RunResult
+from agentledger.engine.loop._step import parent_cap
 from agentledger.engine.models._model import ModelRequest
 from agentledger.engine.policies._budget import Budgets
 from agentledger.events import (
@@ -321,6 +322,9 @@ async def check_spend_within_caps(store: EventStore, budgets: Budgets) -> None:
             if not any(isinstance(r.event, BudgetReserved) for r in events):
                 continue  # nothing was reserved, so no policy was consulted
             cap = budgets.policy(started.surface).per_run_usd
+            left = parent_cap(started)  # a sub-agent's run: what its parent left it
+            if left is not None and (cap is None or left < cap):
+                cap = left
             problems.extend(_walk_ledger(events, {}, cap, f"run ledger {stream}", run=True)[1])
         else:
             caps = dict(day_caps)

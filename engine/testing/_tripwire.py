@@ -14,6 +14,7 @@ from typing import Any
 from agentledger.engine._agent import Agent
 from agentledger.engine.models._model import Model, ModelReply, ModelRequest
 from agentledger.engine.models._pricing import Price
+from agentledger.engine.tools._subagent import SubAgentTool
 from agentledger.engine.tools._tools import Reconciled, Tool, ToolContext
 
 
@@ -41,6 +42,11 @@ class _TrippingModel:
 
 
 def _tripping_tool(tool: Tool[Any], touched: list[str]) -> Tool[Any]:
+    if isinstance(tool, SubAgentTool) and isinstance(tool.agent, Agent):
+        # A sub-agent's run is replayed with the copy of its agent: guarded the same way.
+        child = _tripwired(tool.agent, touched)
+        return SubAgentTool(child, name=tool.name, description=tool.description)
+
     async def tier(args: Any, ctx: ToolContext) -> object:
         what = f"ran tier {ctx.tier!r} of tool {tool.name!r}"
         touched.append(what)
@@ -65,8 +71,12 @@ def _tripping_tool(tool: Tool[Any], touched: list[str]) -> Tool[Any]:
 
 def tripwired(agent: Agent) -> tuple[Agent, list[str]]:
     """A copy of ``agent`` whose models and tools raise ``UnexpectedCall`` when touched, and
-    the list each touch is described in."""
+    the list each touch is described in (its sub-agents' agents are such copies too)."""
     touched: list[str] = []
+    return _tripwired(agent, touched), touched
+
+
+def _tripwired(agent: Agent, touched: list[str]) -> Agent:
     copies: dict[int, Model] = {}
 
     def trip(model: Model) -> Model:
@@ -87,4 +97,4 @@ def tripwired(agent: Agent) -> tuple[Agent, list[str]]:
         critic=critic,
         tools=[_tripping_tool(t, touched) for t in agent.tools],
     )
-    return guarded, touched
+    return guarded

@@ -311,9 +311,11 @@ class Tool(Generic[A]):
         """A copy of this tool, same contract and policies, whose tiers run other functions
         (replay answers tool calls from the recording this way); it has no reconciler, and its
         tiers are ``async def`` functions run in the loop."""
-        clone: Tool[A] = object.__new__(Tool)
-        for slot in Tool.__slots__:
-            object.__setattr__(clone, slot, getattr(self, slot))
+        # Of the same class (a sub-agent's tool stays one), every slot of it copied.
+        clone: Tool[A] = object.__new__(type(self))
+        for cls in type(self).__mro__:
+            for slot in getattr(cls, "__slots__", ()):
+                object.__setattr__(clone, slot, getattr(self, slot))
         object.__setattr__(clone, "_tiers", tuple(tiers))
         object.__setattr__(clone, "_reconcile", None)
         object.__setattr__(clone, "isolation", "loop")

@@ -17,13 +17,20 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from agentledger.events import (
+    ConcurrencyError,
     ConfirmationApproved,
     ConfirmationDenied,
     CorruptEventError,
+    Event,
     EventStore,
     RecordedEvent,
     RunStarted,
     Usage,
+)
+from agentledger.projections._conversation import (
+    Conversation,
+    ConversationRun,
+    conversation_stream,
 )
 from agentledger.projections._run_filter import RunFilter, find_runs
 from agentledger.projections._run_state import RunState, RunStatus, fold_run
@@ -46,7 +53,10 @@ from agentledger.replay import (
 )
 
 from ._agent import Agent
+from ._conversations import continuation, read_conversation
 from ._errors import (
+    ConversationConflictError,
+    ConversationNotFoundError,
     EngineError,
     InvalidInputError,
     RunActiveError,
@@ -94,6 +104,8 @@ class RunResult:
     flagged: bool = False
     error: str | None = None
     pending_confirmations: tuple[str, ...] = field(default_factory=tuple)
+    conversation_id: str | None = None
+    """The conversation the run belongs to, if any (pass it to continue the conversation)."""
 
     @classmethod
     def of(cls, state: RunState) -> RunResult:
@@ -110,6 +122,7 @@ class RunResult:
             pending_confirmations=()
             if state.is_terminal
             else tuple(i for i, c in state.calls.items() if c.status == "awaiting_confirmation"),
+            conversation_id=state.started.conversation_id if state.started else None,
         )
 
 
@@ -229,6 +242,8 @@ class Engine:
         user_id: str = "anonymous",
         surface: str = "default",
         run_id: str | None = None,
+        conversation_id: str | None = None,
+        follows: str | None = None,
     ) -> RunResult:
         """Start a run of ``agent`` on ``task`` and drive it until it ends or pauses.
 
@@ -236,6 +251,14 @@ class Engine:
         with a budget reservation, or with a failure), so a run that dies before that leaves
         nothing to resume. Raises ``RunExistsError`` if ``run_id`` names a stored run and
         ``RunActiveError`` if this engine is driving that id right now.
+
+        ``conversation_id`` and/or ``follows`` (a run id) make the run the next one of a
+        conversation: it continues the conversation's last run (which must have ended) and is
+        sent the earlier runs' tasks and answers before its task (see ``docs/conversations.md``).
+        Raises ``ConversationBusyError`` while that run goes on, ``ConversationConflictError``
+        if another run continued the conversation first (nothing of this run is recorded) or
+        ``follows`` is not its last run, and ``ConversationNotFoundError`` if ``follows`` names
+        no run.
         """
         given = run_id is not None
         run_id = check_id("run_id", run_id) if given else self.ids.new_id()
@@ -253,11 +276,44 @@ class Engine:
             if given and await self.store.stream_version(run_stream(run_id)) > 0:
                 raise RunExistsError(f"run {run_id!r} already exists; use resume()")
             recorder = self._recorder(RunState(run_id=run_id))
+            joining = None
+            if conversation_id is not None or follows is not None:
+                joining = await continuation(
+                    self.store,
+                    conversation_id=check_id("conversation_id", conversation_id)
+                    if conversation_id is not None
+                    else None,
+                    follows=check_id("follows", follows) if follows is not None else None,
+                    policy=agent.memory,
+                )
+            at = self.clock.now()
             started = run_started(
-                agent, run_id, task, user_id=user_id, surface=surface, at=self.clock.now()
+                agent,
+                run_id,
+                task,
+                user_id=user_id,
+                surface=surface,
+                at=at,
+                conversation_id=joining.conversation_id if joining else None,
+                follows=joining.follows_id if joining else None,
             )
-            recorder.stage([started])
-            return await self._drive(active, recorder, agent)
+            if joining is None:
+                recorder.stage([started])
+                return await self._drive(active, recorder, agent)
+            continued = joining.continued(run_id, at)
+            opening: list[Event] = [started] if continued is None else [started, continued]
+            # The join rides on the run's first write: of two runs continuing one
+            # conversation, the second's first write fails as a whole.
+            recorder.stage(opening, joining.join(run_id, at, self.ids))
+            try:
+                return await self._drive(active, recorder, agent)
+            except ConcurrencyError as exc:
+                if exc.stream_id != conversation_stream(joining.conversation_id):
+                    raise
+                raise ConversationConflictError(
+                    f"conversation {joining.conversation_id!r} was continued by another run "
+                    f"meanwhile; run {run_id!r} was not recorded"
+                ) from None
         finally:
             del self._active[run_id]
 
@@ -269,6 +325,8 @@ class Engine:
         user_id: str = "anonymous",
         surface: str = "default",
         run_id: str | None = None,
+        conversation_id: str | None = None,
+        follows: str | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         """Start a run like ``run`` and yield its events as they are appended.
 
@@ -286,7 +344,15 @@ class Engine:
         async def run() -> None:
             with send:
                 try:
-                    await self.run(agent, task, user_id=user_id, surface=surface, run_id=run_id)
+                    await self.run(
+                        agent,
+                        task,
+                        user_id=user_id,
+                        surface=surface,
+                        run_id=run_id,
+                        conversation_id=conversation_id,
+                        follows=follows,
+                    )
                 except Exception as exc:
                     failure.append(exc)
                 finally:
@@ -571,6 +637,28 @@ class Engine:
             budget_usd=budget_usd,
             progress=progress,
         )
+
+    async def conversation(self, conversation_id: str) -> Conversation:
+        """The conversation's runs in order, each with its status, task and answer.
+
+        Raises ``ConversationNotFoundError`` if no run joined ``conversation_id``.
+        """
+        state = await read_conversation(self.store, check_id("conversation_id", conversation_id))
+        if not state.joined:
+            raise ConversationNotFoundError(f"no conversation {conversation_id!r} in the store")
+        runs = []
+        for joined in state.joined:
+            run = fold_run(await self._run_events(joined.run_id))
+            runs.append(
+                ConversationRun(
+                    run_id=joined.run_id,
+                    follows=joined.follows,
+                    status=run.status,
+                    task=run.started.task if run.started is not None else "",
+                    output=run.output,
+                )
+            )
+        return Conversation(conversation_id, tuple(runs), state.version)
 
     async def result(self, run_id: str) -> RunResult:
         """Where the run stands, from the store."""

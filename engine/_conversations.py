@@ -22,6 +22,8 @@ from agentledger.events import (
     StreamAppend,
 )
 from agentledger.projections._conversation import (
+    Conversation,
+    ConversationRun,
     ConversationState,
     carry_history,
     conversation_stream,
@@ -109,6 +111,27 @@ async def read_conversation(store: EventStore, conversation_id: str) -> Conversa
     return fold_conversation(
         conversation_id, await store.read_stream(conversation_stream(conversation_id))
     )
+
+
+async def conversation_view(store: EventStore, conversation_id: str) -> Conversation | None:
+    """The conversation's runs in order, each as its own stream says it stands (``None``: no
+    run joined ``conversation_id``)."""
+    state = await read_conversation(store, conversation_id)
+    if not state.joined:
+        return None
+    runs = []
+    for joined in state.joined:
+        run = fold_run(await store.read_stream(run_stream(joined.run_id)))
+        runs.append(
+            ConversationRun(
+                run_id=joined.run_id,
+                follows=joined.follows,
+                status=run.status,
+                task=run.started.task if run.started is not None else "",
+                output=run.output,
+            )
+        )
+    return Conversation(conversation_id, tuple(runs), state.version)
 
 
 async def continuation(

@@ -27,11 +27,7 @@ from agentledger.events import (
     RunStarted,
     Usage,
 )
-from agentledger.projections._conversation import (
-    Conversation,
-    ConversationRun,
-    conversation_stream,
-)
+from agentledger.projections._conversation import Conversation, conversation_stream
 from agentledger.projections._run_filter import RunFilter, find_runs
 from agentledger.projections._run_state import RunState, RunStatus, fold_run
 from agentledger.projections._spend import LedgerState, fold_ledger
@@ -53,7 +49,7 @@ from agentledger.replay import (
 )
 
 from ._agent import Agent
-from ._conversations import continuation, read_conversation
+from ._conversations import continuation, conversation_view
 from ._errors import (
     ConversationConflictError,
     ConversationNotFoundError,
@@ -643,22 +639,10 @@ class Engine:
 
         Raises ``ConversationNotFoundError`` if no run joined ``conversation_id``.
         """
-        state = await read_conversation(self.store, check_id("conversation_id", conversation_id))
-        if not state.joined:
+        convo = await conversation_view(self.store, check_id("conversation_id", conversation_id))
+        if convo is None:
             raise ConversationNotFoundError(f"no conversation {conversation_id!r} in the store")
-        runs = []
-        for joined in state.joined:
-            run = fold_run(await self._run_events(joined.run_id))
-            runs.append(
-                ConversationRun(
-                    run_id=joined.run_id,
-                    follows=joined.follows,
-                    status=run.status,
-                    task=run.started.task if run.started is not None else "",
-                    output=run.output,
-                )
-            )
-        return Conversation(conversation_id, tuple(runs), state.version)
+        return convo
 
     async def result(self, run_id: str) -> RunResult:
         """Where the run stands, from the store."""

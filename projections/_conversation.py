@@ -155,7 +155,7 @@ def carry_history(
     estimator = policy.estimator
     used = summary_room(policy)
     kept = 0
-    for candidate in reversed(exchanges[len(exchanges) - policy.keep_recent_exchanges :]):
+    for candidate in reversed(exchanges[max(len(exchanges) - policy.keep_recent_exchanges, 0) :]):
         cost = exchange_tokens(candidate, estimator)
         if used + cost > policy.history_tokens:
             break

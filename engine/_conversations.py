@@ -26,12 +26,11 @@ from agentledger.projections._conversation import (
     ConversationRun,
     ConversationState,
     carry_history,
-    conversation_stream,
     fold_conversation,
 )
 from agentledger.projections._memory_view import MemoryPolicy
 from agentledger.projections._run_state import RunState, fold_run
-from agentledger.projections._streams import run_stream
+from agentledger.projections._streams import conversation_stream, run_stream
 
 from ._errors import ConversationBusyError, ConversationConflictError, ConversationNotFoundError
 from .loop._ports import IdSource

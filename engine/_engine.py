@@ -27,11 +27,16 @@ from agentledger.events import (
     RunStarted,
     Usage,
 )
-from agentledger.projections._conversation import Conversation, conversation_stream
+from agentledger.projections._conversation import Conversation
 from agentledger.projections._run_filter import RunFilter, find_runs
 from agentledger.projections._run_state import RunState, RunStatus, fold_run
 from agentledger.projections._spend import LedgerState, fold_ledger
-from agentledger.projections._streams import day_stream, is_run_stream, run_stream
+from agentledger.projections._streams import (
+    conversation_stream,
+    day_stream,
+    is_run_stream,
+    run_stream,
+)
 from agentledger.projections._tool_health import ToolHealthView
 from agentledger.replay import (
     ReplayBatch,

@@ -28,17 +28,10 @@ from agentledger.events import ConversationContinued, ConversationJoined, Exchan
 from ._memory_view import MESSAGE_OVERHEAD_TOKENS, Estimator, MemoryPolicy
 from ._messages import AssistantMessage, Message, SystemMessage, UserMessage
 
-CONVERSATION_PREFIX = "conversation-"
-
 HISTORY_SUMMARY_HEADING = "Summary of the earlier conversation:"
 """The heading under which a conversation's summary is added to the system message."""
 
 _SEPARATOR = "\n\n"
-
-
-def conversation_stream(conversation_id: str) -> str:
-    """The stream id of a conversation: its runs' ``ConversationJoined`` events, in order."""
-    return f"{CONVERSATION_PREFIX}{conversation_id}"
 
 
 # -- the conversation's stream ---------------------------------------------------------------

@@ -427,6 +427,25 @@ async def test_a_run_of_a_conversation_replays_here_and_alone_on_another_machine
         assert report.matches, report.divergence
         assert fresh.requests == []
 
+    # The whole conversation moves with its runs, and goes on in the other store.
+    whole = io.BytesIO()
+    await export_history(store, ["r1", "r2", "r3"], whole)
+    whole.seek(0)
+    async with MemoryEventStore() as elsewhere:
+        await import_history(elsewhere, whole)
+        going_on = ScriptedModel(answer_of, name="chat-model")
+        async with engine_for(elsewhere, "c") as engine:
+            moved = await engine.conversation("c1")
+            assert [r.run_id for r in moved.runs] == ["r1", "r2", "r3"]
+            await engine.run(chat_agent(going_on), "Bye", run_id="r4", conversation_id="c1")
+        sent = going_on.requests[-1].messages
+        assert [m.content for m in sent if isinstance(m, UserMessage)] == [
+            "look up tides",
+            "And the moon?",
+            "Summarise",
+            "Bye",
+        ]
+
 
 class StallingModel:
     """Answers like ``answer_of``, but call number ``stall_at`` never returns: the process dies

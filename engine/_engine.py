@@ -20,6 +20,7 @@ from agentledger.events import (
     ConcurrencyError,
     ConfirmationApproved,
     ConfirmationDenied,
+    ConversationContinued,
     CorruptEventError,
     Event,
     EventStore,
@@ -550,6 +551,10 @@ class Engine:
         for a version the run cannot go on from (past its end, after it ended, a model request
         or tool call in flight there), ``RunNotFoundError``, ``RunExistsError`` for a stored
         ``new_run_id``, and ``RunParkedError`` for a damaged event.
+
+        A fork of a run of a conversation starts with the history that run was sent (its start
+        is version 2 then), and names the conversation, but does not join it: the
+        conversation goes on from its own last run.
         """
         check_id("run_id", run_id)
         new_id = check_id("new_run_id", new_run_id) if new_run_id else self.ids.new_id()
@@ -557,6 +562,9 @@ class Engine:
         if not recorded or not isinstance(recorded[0].event, RunStarted):
             raise RunNotFoundError(f"no run {run_id!r} in the store")
         version = 1 if at_version is None else at_version
+        if version == 1 and len(recorded) > 1:
+            # A conversation's history is part of a run's start (written with it).
+            version = 2 if isinstance(recorded[1].event, ConversationContinued) else 1
         fork_state(recorded, version)
         original = recorded[0].event
         user = check_id("user_id", user_id) if user_id is not None else original.user_id
@@ -570,7 +578,14 @@ class Engine:
             check_text("the system prompt", agent.full_system_prompt(), self.sizes.max_input_text)
             # Not registered: an experiment must not replace the agent its name resumes.
             opening = run_started(
-                agent, new_id, original.task, user_id=user, surface=where, at=self.clock.now()
+                agent,
+                new_id,
+                original.task,
+                user_id=user,
+                surface=where,
+                at=self.clock.now(),
+                conversation_id=original.conversation_id,
+                follows=original.follows,
             )
         opening = lineage(opening, forked_from=run_id, at_version=version)
         self._take(new_id)

@@ -547,3 +547,29 @@ def test_the_cli_lists_a_conversation_and_filters_runs_by_it(
     assert main(["--db", str(db), "conversation", "nope"]) == 1
     assert "no conversation 'nope'" in capsys.readouterr().err
     assert main(["--db", str(db), "runs", "--conversation", "nope"]) == 1
+
+
+async def test_a_fork_of_a_conversation_run_keeps_its_history_and_stream_shows_the_join(
+    store: EventStore,
+) -> None:
+    model = ScriptedModel(answer_of, name="chat-model")
+    agent = chat_agent(model)
+    async with engine_for(store, agents=[agent]) as engine:
+        await engine.run(agent, "Hi, I am Ada.", run_id="r1", conversation_id="c1")
+        seen = [
+            r.event.type
+            async for r in engine.stream(agent, "Who am I?", run_id="r2", conversation_id="c1")
+        ]
+        assert seen[:2] == ["run_started", "conversation_continued"]
+        sent = list(model.requests[-1].messages)
+
+        fork = await engine.fork("r2", new_run_id="f1")
+        assert (await engine.resume("f1")).status == "completed"
+        # The fork is sent what the original was; it is not a run of the conversation.
+        assert list(model.requests[-1].messages) == sent
+        assert [r.run_id for r in (await engine.conversation("c1")).runs] == ["r1", "r2"]
+    assert fork == "f1"
+    assert [r.event.type for r in await run_log(store, "f1")][:2] == [
+        "run_started",
+        "conversation_continued",
+    ]

@@ -49,6 +49,8 @@ class Continuation:
     expected_version: int
     """The conversation stream's version the join expects."""
     policy: MemoryPolicy | None
+    max_bytes: int | None = None
+    """How much history a run may carry without a memory policy (JSON bytes)."""
 
     @property
     def follows_id(self) -> str | None:
@@ -66,7 +68,9 @@ class Continuation:
             exchange = Exchange(
                 run_id=followed.run_id, task=followed.started.task, answer=followed.output
             )
-        history = carry_history(followed.conversation, exchange, self.policy)
+        history = carry_history(
+            followed.conversation, exchange, self.policy, max_bytes=self.max_bytes
+        )
         return ConversationContinued(
             run_id=run_id,
             span_id=run_id,
@@ -139,6 +143,7 @@ async def continuation(
     conversation_id: str | None,
     follows: str | None,
     policy: MemoryPolicy | None,
+    max_bytes: int | None = None,
 ) -> Continuation:
     """Where a new run goes: in ``conversation_id`` after its last run, or after ``follows``
     (in its conversation; for a run of none, in one that starts with it and is named after it).
@@ -185,7 +190,7 @@ async def continuation(
             f"run {followed.run_id!r} of conversation {conversation_id!r} has not ended "
             f"({followed.status}); continue the conversation once it has"
         )
-    return Continuation(conversation_id, followed, members, state.version, policy)
+    return Continuation(conversation_id, followed, members, state.version, policy, max_bytes)
 
 
 async def _load(store: EventStore, run_id: str) -> RunState:

@@ -287,6 +287,8 @@ class Engine:
                     else None,
                     follows=check_id("follows", follows) if follows is not None else None,
                     policy=agent.memory,
+                    # Without a memory policy the history still fits in one event.
+                    max_bytes=2 * self.sizes.max_model_text,
                 )
             at = self.clock.now()
             started = run_started(

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from agentledger.events import ConversationContinued, ConversationJoined, Exchange, RecordedEvent
 
 from ._memory_view import MESSAGE_OVERHEAD_TOKENS, Estimator, MemoryPolicy
@@ -108,6 +110,11 @@ def exchange_tokens(exchange: Exchange, estimator: Estimator) -> int:
     return 2 * MESSAGE_OVERHEAD_TOKENS + estimator(exchange.task) + estimator(exchange.answer)
 
 
+def exchange_bytes(exchange: Exchange) -> int:
+    """What an exchange's texts take in the log (JSON)."""
+    return len(orjson.dumps(exchange.task)) + len(orjson.dumps(exchange.answer))
+
+
 def summary_limit(policy: MemoryPolicy) -> int:
     """The most tokens a conversation's summary may have under ``policy``."""
     return min(policy.summary_max_tokens, policy.history_tokens // 2)
@@ -129,13 +136,16 @@ def carry_history(
     previous: ConversationContinued | None,
     exchange: Exchange | None,
     policy: MemoryPolicy | None,
+    *,
+    max_bytes: int | None = None,
 ) -> History:
     """The history of a run that follows a run whose history was ``previous`` and whose own
     task and answer are ``exchange`` (``None``: it ended without an answer).
 
-    Without a policy every exchange is kept. With one, the history's tokens (see
-    ``history_tokens``) stay within ``policy.history_tokens`` whenever that is at least
-    ``summary_room(policy)``: exchanges are kept newest first, at most
+    Without a policy every exchange is kept, as far as their JSON fits in ``max_bytes`` (the
+    oldest are dropped, and named, beyond it: an event must stay storable). With one, the
+    history's tokens (see ``history_tokens``) stay within ``policy.history_tokens`` whenever
+    that is at least ``summary_room(policy)``: exchanges are kept newest first, at most
     ``keep_recent_exchanges``, while they fit beside the summary's room; the rest are appended
     to the summary, whose newest ``summary_limit(policy)`` tokens are kept.
     """
@@ -144,7 +154,14 @@ def carry_history(
     if exchange is not None:
         exchanges = (*exchanges, exchange)
     if policy is None:
-        return History(summary, exchanges, ())
+        kept = len(exchanges)
+        if max_bytes is not None:
+            size = sum(exchange_bytes(e) for e in exchanges)
+            while kept and size > max_bytes:
+                size -= exchange_bytes(exchanges[len(exchanges) - kept])
+                kept -= 1
+        dropped = exchanges[: len(exchanges) - kept]
+        return History(summary, exchanges[len(dropped) :], tuple(e.run_id for e in dropped))
     estimator = policy.estimator
     used = summary_room(policy)
     kept = 0

@@ -392,8 +392,13 @@ def test_carry_history_bounds_the_history_and_keeps_the_newest_verbatim() -> Non
         assert [e.run_id for e in kept.exchanges] == [f"s{i}" for i in range(max(n - 3, 0), n + 1)]
         assert kept.summarised_runs == ((f"s{n - 4}",) if n >= 4 else ())
     assert small is not None and "User: hi\nAssistant: ok" in small.summary
-    # Without a policy, nothing is dropped.
+    # Without a policy, nothing is dropped; but what is carried stays storable in one event.
     assert carry_history(previous, None, None).exchanges == previous.exchanges
+    big = [Exchange(run_id=f"b{n}", task="t" * 100, answer="a" * 396) for n in range(5)]
+    unbounded = previous.model_copy(update={"exchanges": tuple(big[:4]), "summary": ""})
+    capped = carry_history(unbounded, big[4], None, max_bytes=1_500)
+    assert [e.run_id for e in capped.exchanges] == ["b2", "b3", "b4"]  # 500 bytes each
+    assert capped.summarised_runs == ("b0", "b1") and capped.summary == ""
 
 
 # -- replay and resume ------------------------------------------------------------------------

@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -20,6 +22,8 @@ from pydantic import BaseModel
 
 from agentledger.engine import (
     Agent,
+    BudgetPolicy,
+    Budgets,
     ConversationBusyError,
     ConversationConflictError,
     ConversationNotFoundError,
@@ -41,6 +45,7 @@ from agentledger.events import (
     RecordedEvent,
     RunStarted,
     SqliteEventStore,
+    StreamAppend,
 )
 from agentledger.projections import AssistantMessage, SystemMessage, ToolResultMessage, UserMessage
 from agentledger.projections._conversation import (
@@ -244,46 +249,67 @@ async def test_a_conversation_whose_last_run_has_not_ended_is_busy(store: EventS
     assert done.conversation_id == "c1"
 
 
-class Rendezvous:
-    """A model whose calls all wait until ``count`` of them are in: every run has read the
-    conversation before any of them writes."""
+class JoinGate:
+    """Holds every append that joins a conversation until ``count`` of them are waiting: every
+    racer has read the conversation (and its day ledger) before any of them writes."""
 
     def __init__(self, count: int) -> None:
         self.count = count
-        self.inside = 0
-        self.all_in = anyio.Event()
-        self.price = Price.free()
+        self.arrived = 0
+        self.open = anyio.Event()
 
-    @property
-    def name(self) -> str:
-        return "chat-model"
-
-    async def complete(self, request: ModelRequest) -> ModelReply:
-        self.inside += 1
-        if self.inside >= self.count:
-            self.all_in.set()
-        await self.all_in.wait()
-        return answer_of(request)
+    async def arrive(self) -> None:
+        self.arrived += 1
+        if self.arrived >= self.count:
+            self.open.set()
+        await self.open.wait()
 
 
+class GatedStore:
+    """A store whose appends to a conversation's stream pass ``gate`` first."""
+
+    def __init__(self, store: EventStore, gate: JoinGate) -> None:
+        self._store = store
+        self._gate = gate
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def append(self, *appends: StreamAppend) -> list[RecordedEvent]:
+        if any(a.stream_id.startswith("conversation-") for a in appends):
+            await self._gate.arrive()
+        return await self._store.append(*appends)
+
+
+PRICE = Price(input_per_mtok=Decimal("2.00"), output_per_mtok=Decimal("8.00"))
+
+
+@pytest.mark.parametrize("capped", [False, True], ids=["uncapped", "capped"])
 async def test_racing_continuations_one_is_recorded_the_other_gets_the_typed_error(
-    store_factory: StoreFactory,
+    store_factory: StoreFactory, capped: bool
 ) -> None:
-    async with store_factory() as setup:
-        agent = chat_agent(ScriptedModel(answer_of, name="chat-model"))
-        async with engine_for(setup, "s") as engine:
-            await engine.run(agent, "Hello", run_id="r1", conversation_id="c1")
+    # Capped, the first write is the reservation, before the model is called, and it races
+    # on the user's day ledger too.
+    caps = Budgets({"default": BudgetPolicy(per_user_day_usd=Decimal(1))}) if capped else None
+    model = ScriptedModel(answer_of, name="chat-model", price=PRICE)
+    agent = chat_agent(model)
+    async with (
+        store_factory() as setup,
+        Engine(setup, clock=FakeClock(T0), ids=SequentialIds("s"), budgets=caps) as first,
+    ):
+        await first.run(agent, "Hello", run_id="r1", conversation_id="c1")
 
-    rendezvous = Rendezvous(2)
-    racer = chat_agent(rendezvous)
+    gate = JoinGate(2)
     outcomes: dict[str, str] = {}
     # Two engines on two store objects: two processes continuing one conversation at once.
     async with store_factory() as one, store_factory() as two:
 
         async def go(store: EventStore, run_id: str) -> None:
-            async with engine_for(store, run_id) as engine:
+            gated: Any = GatedStore(store, gate)
+            ids = SequentialIds(run_id)
+            async with Engine(gated, clock=FakeClock(T0), ids=ids, budgets=caps) as engine:
                 try:
-                    await engine.run(racer, "Next", run_id=run_id, conversation_id="c1")
+                    await engine.run(agent, "Next", run_id=run_id, conversation_id="c1")
                     outcomes[run_id] = "recorded"
                 except ConversationConflictError as exc:
                     assert "was continued by another run meanwhile" in str(exc)
@@ -294,14 +320,22 @@ async def test_racing_continuations_one_is_recorded_the_other_gets_the_typed_err
             tg.start_soon(go, two, "rB")
 
         assert sorted(outcomes.values()) == ["recorded", "refused"]
+        assert gate.arrived >= 2  # both had read before either wrote
+        # Uncapped, the loser's model call was made before its first write; capped, the race
+        # was lost at the reservation, before any call.
+        assert len(model.requests) == (2 if capped else 3)
         winner = next(r for r, o in outcomes.items() if o == "recorded")
         loser = next(r for r, o in outcomes.items() if o == "refused")
-        # The loser wrote nothing at all; the conversation has the winner as its next run.
+        # The loser wrote nothing at all (no reservation either); the conversation has the
+        # winner as its next run.
         assert await one.stream_version(f"run-{loser}") == 0
         assert [r.event.run_id for r in await one.read_stream("conversation-c1")] == [
             "r1",
             winner,
         ]
+        if capped:
+            day = await one.read_stream(f"budget-anonymous-{T0.date().isoformat()}")
+            assert {r.event.run_id for r in day} == {"r1", winner}
         async with engine_for(one, "t") as engine:
             convo = await engine.conversation("c1")
             assert [r.run_id for r in convo.runs] == ["r1", winner]

@@ -36,6 +36,7 @@ from agentledger.engine import (
     tool,
 )
 from agentledger.engine.cli import main
+from agentledger.engine.otel import build_spans, run_trace_id, span_id_of
 from agentledger.engine.testing import FakeClock, ScriptedModel, SequentialIds, call, reply
 from agentledger.events import (
     ConversationContinued,
@@ -612,3 +613,21 @@ async def test_a_fork_of_a_conversation_run_keeps_its_history_and_stream_shows_t
         "run_started",
         "conversation_continued",
     ]
+
+
+async def test_otel_spans_name_the_conversation_and_link_the_run_followed() -> None:
+    model = ScriptedModel(answer_of, name="chat-model")
+    agent = chat_agent(model)
+    async with MemoryEventStore() as store:
+        async with engine_for(store) as engine:
+            await engine.run(agent, "Hello", run_id="r1", conversation_id="c1")
+            await engine.run(agent, "look up tides", run_id="r2", conversation_id="c1")
+            await engine.run(agent, "Alone", run_id="solo")
+        spans = build_spans(await run_log(store, "r2"))
+        solo = build_spans(await run_log(store, "solo"))
+    assert len(spans) > 2
+    assert {s.attributes["gen_ai.conversation.id"] for s in spans} == {"c1"}
+    run_span = next(s for s in spans if s.name == "invoke_agent chat")
+    assert run_span.attributes["agentledger.run.follows"] == "r1"
+    assert run_span.links == ((run_trace_id("r1"), span_id_of("r1", "r1")),)
+    assert {s.attributes["gen_ai.conversation.id"] for s in solo} == {"solo"}

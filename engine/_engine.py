@@ -55,7 +55,7 @@ from agentledger.replay import (
 )
 
 from ._agent import Agent
-from ._conversations import continuation, conversation_view
+from ._conversations import Continuation, continuation, conversation_view
 from ._errors import (
     ConversationConflictError,
     ConversationNotFoundError,
@@ -278,18 +278,7 @@ class Engine:
             if given and await self.store.stream_version(run_stream(run_id)) > 0:
                 raise RunExistsError(f"run {run_id!r} already exists; use resume()")
             recorder = self._recorder(RunState(run_id=run_id))
-            joining = None
-            if conversation_id is not None or follows is not None:
-                joining = await continuation(
-                    self.store,
-                    conversation_id=check_id("conversation_id", conversation_id)
-                    if conversation_id is not None
-                    else None,
-                    follows=check_id("follows", follows) if follows is not None else None,
-                    policy=agent.memory,
-                    # Without a memory policy the history still fits in one event.
-                    max_bytes=2 * self.sizes.max_model_text,
-                )
+            joining = await self._joining(conversation_id, follows, agent)
             at = self.clock.now()
             started = run_started(
                 agent,
@@ -671,6 +660,23 @@ class Engine:
         return RunResult.of(await self.load(run_id))
 
     # -- internals -------------------------------------------------------------------------
+
+    async def _joining(
+        self, conversation_id: str | None, follows: str | None, agent: Agent
+    ) -> Continuation | None:
+        """Where a new run goes in its conversation, if it names one (checked, not written)."""
+        if conversation_id is None and follows is None:
+            return None
+        return await continuation(
+            self.store,
+            conversation_id=None
+            if conversation_id is None
+            else check_id("conversation_id", conversation_id),
+            follows=None if follows is None else check_id("follows", follows),
+            policy=agent.memory,
+            # Without a memory policy the history still fits in one event.
+            max_bytes=2 * self.sizes.max_model_text,
+        )
 
     async def _run_events(self, run_id: str) -> list[RecordedEvent]:
         """The run's stream, every event decoded: ``RunParkedError`` for a damaged one (a

@@ -587,6 +587,12 @@ def test_the_cli_lists_a_conversation_and_filters_runs_by_it(
     assert main(["--db", str(db), "runs", "--conversation", "c1", "--json"]) == 0
     assert sorted(r["run_id"] for r in json.loads(capsys.readouterr().out)) == ["r1", "r2"]
 
+    assert main(["--db", str(db), "show", "r2"]) == 0
+    shown_run = capsys.readouterr().out
+    assert "c1, after r1" in shown_run
+    assert "conversation_continued after r1 (v" in shown_run
+    assert "1 earlier exchanges" in shown_run
+
     assert main(["--db", str(db), "conversation", "nope"]) == 1
     assert "no conversation 'nope'" in capsys.readouterr().err
     assert main(["--db", str(db), "runs", "--conversation", "nope"]) == 1

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from llama_like_server import llama_like_server
 from wire_server import recorded_provider
 
 from agentledger.engine.cli import main
@@ -78,6 +79,34 @@ def test_the_demo_runs_on_a_real_model_at_a_base_url(
     assert "get_weather tier cached_forecast ok" in out
     assert "Tokyo: it is clear and 24 °C" in out
     assert "Replay of run 1 from its log: identical" in out
+
+
+def test_the_demo_runs_on_a_llama_cpp_server_with_its_wire_profile(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # That server answers HTTP 500 to OpenAI's "content": null in an assistant tool turn.
+    with llama_like_server() as (url, bodies):
+        db = str(tmp_path / "demo.db")
+        argv = [
+            "--db",
+            db,
+            "demo",
+            "--model",
+            "smollm2",
+            "--base-url",
+            url,
+            "--server",
+            "llama.cpp",
+        ]
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"Model: smollm2 at {url} (openai wire format, llama.cpp server)" in out
+    assert "Replay of run 1 from its log: identical" in out
+    tool_turns = [
+        m for b in bodies for m in b["messages"] if m["role"] == "assistant" and m.get("tool_calls")
+    ]
+    assert tool_turns and all(m["content"] == "" for m in tool_turns)
+    assert all("max_tokens" in b and "max_completion_tokens" not in b for b in bodies)
 
 
 def test_a_model_without_key_or_base_url_is_one_line(

@@ -31,6 +31,7 @@ from agentledger.engine.models._anthropic import AnthropicModel
 from agentledger.engine.models._model import Model, ModelReply, ModelRequest
 from agentledger.engine.models._openai import OpenAIChatModel
 from agentledger.engine.models._pricing import Price, lookup_price
+from agentledger.engine.models._wire import WIRE_PROFILES, wire_profile
 from agentledger.engine.otel import OtelNotInstalledError, build_spans, export_run
 from agentledger.engine.policies._budget import BudgetPolicy, Budgets
 from agentledger.engine.policies._checks import MaxLength, RequiredKeywords
@@ -155,7 +156,7 @@ class DemoSetup:
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    """The demo's options: ``--model``, ``--base-url``, ``--provider``."""
+    """The demo's options: ``--model``, ``--base-url``, ``--provider``, ``--server``."""
     parser.add_argument(
         "--model",
         metavar="NAME",
@@ -173,6 +174,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         choices=PROVIDERS,
         help="the API --model speaks (default: anthropic for claude-* names, else openai)",
     )
+    parser.add_argument(
+        "--server",
+        choices=tuple(WIRE_PROFILES),
+        help="which OpenAI-compatible server is at --base-url, for what it accepts "
+        "(default: openai); see docs/models.md",
+    )
 
 
 def demo_setup(
@@ -180,12 +187,14 @@ def demo_setup(
     *,
     base_url: str | None = None,
     provider: str | None = None,
+    server: str | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> DemoSetup:
-    """The model ``--model``/``--base-url``/``--provider`` ask for, checked before any run."""
+    """The model ``--model``/``--base-url``/``--provider``/``--server`` ask for, checked before
+    any run."""
     if model is None:
-        if base_url is not None or provider is not None:
-            raise DemoModelError("--base-url and --provider need --model NAME")
+        if base_url is not None or provider is not None or server is not None:
+            raise DemoModelError("--base-url, --provider and --server need --model NAME")
         keys = [k for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY") if environ.get(k)]
         why = "no --model given" if keys else "no API key"
         return DemoSetup(None, f"scripted model ({why}): no network, the same answers each time")
@@ -194,6 +203,10 @@ def demo_setup(
     provider = provider or ("anthropic" if model.startswith("claude") else "openai")
     key_name = "ANTHROPIC_API_KEY" if provider == "anthropic" else "OPENAI_API_KEY"
     key = environ.get(key_name) or None
+    if server is not None and provider != "openai":
+        raise DemoModelError(
+            "--server names an OpenAI-compatible server; not for --provider anthropic"
+        )
     if key is None and base_url is None:
         raise DemoModelError(
             f"--model {model} needs ${key_name} (or --base-url URL for a compatible server, "
@@ -203,9 +216,13 @@ def demo_setup(
     if provider == "anthropic":
         client = AnthropicModel(model, api_key=key, base_url=base_url, timeout=60.0)
     else:
-        client = OpenAIChatModel(model, api_key=key, base_url=base_url, timeout=60.0)
+        profile = wire_profile(server or "openai")
+        client = OpenAIChatModel(
+            model, api_key=key, base_url=base_url, timeout=60.0, server=profile
+        )
     where = base_url or ("Anthropic's API" if provider == "anthropic" else "OpenAI's API")
-    label = f"{model} at {where} ({provider} wire format)"
+    wire = f"{provider} wire format" + (f", {server} server" if server else "")
+    label = f"{model} at {where} ({wire})"
     if lookup_price(model, provider) is not None:
         return DemoSetup(client, label)
     if base_url is None:
@@ -290,6 +307,7 @@ async def command(options: argparse.Namespace, out: Output) -> int:
         getattr(options, "model", None),
         base_url=getattr(options, "base_url", None),
         provider=getattr(options, "provider", None),
+        server=getattr(options, "server", None),
     )
     agent = demo_agent(setup.model, prices=setup.prices)
     out.line(f"agentledger demo: the event log is {options.db}")

@@ -1,0 +1,175 @@
+"""The chat service example (examples/chat_service), driven over real HTTP like a browser.
+
+uvicorn serves the app in this process on a free port, with its SQLite log in a temporary
+directory and its MCP tool server as a child process; the client is httpx reading the
+``text/event-stream`` of ``POST /chat`` as it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # examples/ is not installed: it runs from the repository
+    sys.path.insert(0, str(ROOT))
+
+from examples.chat_service import Settings, TravelAnswer, create_app  # noqa: E402
+from examples.chat_service.demo_model import DemoModel  # noqa: E402
+
+from agentledger.engine import Engine  # noqa: E402
+from agentledger.engine.testing import tripwired  # noqa: E402
+from agentledger.events import SqliteEventStore, ToolCallSucceeded  # noqa: E402
+
+
+@dataclass
+class Served:
+    url: str
+    db: Path
+    model: DemoModel
+    agent: Any = None
+
+
+@dataclass
+class Reply:
+    """What one ``POST /chat`` streamed, event by event."""
+
+    events: list[tuple[str, Any]] = field(default_factory=list)
+
+    def named(self, name: str) -> list[Any]:
+        return [data for event, data in self.events if event == name]
+
+    @property
+    def answer(self) -> Any:
+        (answer,) = self.named("answer")
+        return answer
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    """The service on a free port of 127.0.0.1, until the test ends."""
+    settings = Settings(db=tmp_path / "chat.db", delay=0)
+    app = create_app(settings)
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
+    async with asyncio.timeout(20):
+        while not server.started:
+            if serving.done():
+                serving.result()  # startup failed: raise why
+            await asyncio.sleep(0.01)
+    service = app.state.service
+    try:
+        yield Served(f"http://127.0.0.1:{port}", settings.db, service.agent.model, service.agent)
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
+    """Events of a ``text/event-stream``: (name, data), as a browser's parser makes them."""
+    name, data = "message", []
+    async for line in lines:
+        if line == "":
+            if data:
+                yield name, "\n".join(data)
+            name, data = "message", []
+        elif line.startswith(":"):
+            continue  # a comment, e.g. a keep-alive
+        else:
+            key, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if key == "event":
+                name = value
+            elif key == "data":
+                data.append(value)
+
+
+async def chat(client: httpx.AsyncClient, message: str, conversation: str | None) -> Reply:
+    body = {"message": message, "conversation_id": conversation}
+    reply = Reply()
+    async with client.stream("POST", "/chat", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for name, data in parse_sse(response.aiter_lines()):
+            reply.events.append((name, orjson.loads(data)))
+    return reply
+
+
+async def test_a_conversation_streams_over_http(served: Served) -> None:
+    async with httpx.AsyncClient(base_url=served.url, timeout=20) as client:
+        first = await chat(client, "What's the weather in Paris?", None)
+        conversation = first.named("conversation")[0]["conversation_id"]
+        second = await chat(client, "Should I pack an umbrella there?", conversation)
+
+        for reply in (first, second):
+            names = [name for name, _ in reply.events]
+            assert names[0] == "conversation" and names[-1] == "answer"
+            assert "error" not in names
+            deltas = reply.named("delta")
+            assert len(deltas) > 1, "the answer streams in pieces"
+            assert "".join(d["text"] for d in deltas) == reply.answer["text"]
+            assert reply.answer["status"] == "completed"
+            assert reply.answer["conversation_id"] == conversation
+            # The tool's call and its result, as the MCP server answered it:
+            phases = [(t["phase"], t["tool"]) for t in reply.named("tool")]
+            assert phases == [("call", "forecast"), ("result", "forecast")]
+            result = orjson.dumps(reply.named("tool")[1]["result"])
+            assert b"light rain" in result
+
+        value = TravelAnswer.model_validate(first.answer["value"])
+        assert value == TravelAnswer(
+            reply="Paris: light rain, 18 °C. Take an umbrella.",
+            city="Paris",
+            temperature_c=18,
+            umbrella=True,
+        )
+        # The second message names no city: only the conversation tells it is Paris.
+        again = TravelAnswer.model_validate(second.answer["value"])
+        assert again.city == "Paris" and again.umbrella
+        assert "as you asked before" in again.reply
+
+        shown = await client.get(f"/conversations/{conversation}")
+        assert shown.status_code == 200
+        runs = shown.json()["runs"]
+        assert [r["run_id"] for r in runs] == [first.answer["run_id"], second.answer["run_id"]]
+        assert runs[1]["value"] == second.answer["value"]
+
+    # The log holds the MCP tool's result, and each run replays without calling anything.
+    run_ids = [first.answer["run_id"], second.answer["run_id"]]
+    calls = served.model.calls
+    async with SqliteEventStore(served.db) as store, Engine(store) as engine:
+        for run_id in run_ids:
+            events = [r.event for r in await store.read_stream(f"run-{run_id}")]
+            succeeded = [e for e in events if isinstance(e, ToolCallSucceeded)]
+            assert [e.tool_name for e in succeeded] == ["forecast"]
+            assert "light rain" in orjson.dumps(succeeded[0].result).decode()
+            untouchable, touched = tripwired(served.agent)
+            report = await engine.replay(run_id, agent=untouchable)
+            assert report.matches, report
+            assert touched == []
+    assert served.model.calls == calls
+
+
+async def test_bad_requests_get_one_clear_line(served: Served) -> None:
+    async with httpx.AsyncClient(base_url=served.url, timeout=20) as client:
+        empty = await client.post("/chat", json={"message": ""})
+        assert empty.status_code == 400
+        assert empty.json()["error"].startswith("message:")
+        broken = await client.post("/chat", content=b"{not json")
+        assert broken.status_code == 400
+        unknown = await client.get("/conversations/nope")
+        assert unknown.status_code == 404
+        page = await client.get("/")
+        assert page.status_code == 200 and "/chat" in page.text

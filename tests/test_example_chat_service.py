@@ -24,12 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # examples/ is not installed: it runs from the repository
     sys.path.insert(0, str(ROOT))
 
-from examples.chat_service import Settings, TravelAnswer, create_app  # noqa: E402
-from examples.chat_service.demo_model import DemoModel  # noqa: E402
-
 from agentledger.engine import Engine  # noqa: E402
 from agentledger.engine.testing import tripwired  # noqa: E402
 from agentledger.events import SqliteEventStore, ToolCallSucceeded  # noqa: E402
+from examples.chat_service import Settings, TravelAnswer, create_app  # noqa: E402
+from examples.chat_service.demo_model import DemoModel  # noqa: E402
 
 
 @dataclass

@@ -52,25 +52,31 @@ async def server_sent_events(lines: AsyncIterable[str]) -> AsyncGenerator[Server
             data.append(value)
 
 
+CHARS_PER_TOKEN_AT_MOST = 8
+"""The text estimate of the output meter: at least one token per this many characters."""
+
+
 class OutputMeter:
     """Counts a streamed reply's output tokens as it arrives, to stop it at ``max_tokens``.
 
     The count is the larger of the pieces of output seen (servers send about one token per
-    piece) and ``approximate_tokens`` of their text (four characters a token), so neither a
-    server that packs many tokens into one piece nor one that splits tokens into bytes makes it
-    run far behind. A piece is taken while the count is below ``max_tokens``; the piece after
-    the count reached it is the cut-off. ``full`` says the count reached it.
+    piece) and one token per ``CHARS_PER_TOKEN_AT_MOST`` characters of their text, so a server
+    that packs many tokens into one piece cannot run far past the limit either. The text
+    estimate is a low one (``approximate_tokens``' four characters a token would run ahead of
+    the real count of plain English, whose tokens with their leading space are often five to
+    seven characters, and cut honest streams short). A piece is taken while the count is below
+    ``max_tokens``; the next piece after it reached it is the cut-off. ``full`` says it did.
     """
 
     def __init__(self, max_tokens: int) -> None:
         self.max_tokens = max_tokens
         self._pieces = 0
-        self._text = ""
+        self._chars = 0
 
     @property
     def count(self) -> int:
         """The output tokens counted so far."""
-        return max(self._pieces, approximate_tokens(self._text))
+        return max(self._pieces, -(-self._chars // CHARS_PER_TOKEN_AT_MOST))
 
     @property
     def full(self) -> bool:
@@ -80,7 +86,7 @@ class OutputMeter:
     def add(self, piece: str) -> None:
         """Count one piece of output (text or tool-call arguments)."""
         self._pieces += 1
-        self._text += piece
+        self._chars += len(piece)
 
     def recorded_tokens(self) -> int:
         """The output tokens recorded for a reply without server usage: the count, never more
@@ -89,8 +95,12 @@ class OutputMeter:
 
 
 def input_estimate(body: Mapping[str, Any]) -> int:
-    """The input tokens recorded for a streamed reply whose server sent no usage: the estimate
-    of the whole request body as JSON (``approximate_tokens``). It is never above the input the
-    call's reservation allowed for (one token per byte of the request), so a reply settled with
-    it stays within the reservation."""
-    return approximate_tokens(orjson.dumps(body).decode())
+    """The input tokens recorded for a streamed reply whose server sent no usage:
+    ``approximate_tokens`` of the conversation as sent (``system`` and ``messages`` as JSON).
+
+    The call's reservation counted one token per byte of the same conversation, plus overheads,
+    so the settled cost stays within it (by about four times). Tool schemas are left out on
+    both sides: the reservation's per-request overhead stands for them.
+    """
+    sent = [body.get("system"), body.get("messages")]
+    return approximate_tokens(orjson.dumps(sent).decode())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -200,6 +201,15 @@ class _Streamer(BaseHTTPRequestHandler):
         pass
 
 
+def settled(served: list[int], count: int = 1, seconds: float = 5.0) -> list[int]:
+    """``served`` once ``count`` requests are over: a handler notices the client hung up only at
+    its next write, after the client has moved on."""
+    deadline = time.monotonic() + seconds
+    while len(served) < count and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return served
+
+
 @contextmanager
 def sse_provider(script: Script) -> Iterator[tuple[str, list[Asked], list[int]]]:
     """A local streaming server playing ``script``: its URL (``{url}/v1`` for OpenAI clients,
@@ -210,7 +220,8 @@ def sse_provider(script: Script) -> Iterator[tuple[str, list[Asked], list[int]]]
     handler = type("Streamer", (_Streamer,), {"script": script, "asked": asked, "served": served})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits for the serving loop's next poll.
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", asked, served

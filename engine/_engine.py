@@ -301,6 +301,18 @@ class Engine:
         deltas: Literal[True],
     ) -> AsyncIterator[RecordedEvent | Delta]: ...
 
+    @overload
+    def stream(
+        self,
+        agent: Agent,
+        task: str,
+        *,
+        user_id: str = ...,
+        surface: str = ...,
+        run_id: str | None = ...,
+        deltas: bool,
+    ) -> AsyncIterator[RecordedEvent | Delta]: ...
+
     async def stream(
         self,
         agent: Agent,

@@ -78,7 +78,9 @@ from ._errors import (
     UnknownSurfaceError,
 )
 from ._sink import JsonLinesSink, combine_sinks
+from .loop._deltas import Delta
 from .loop._ports import Clock, IdSource, RandomIds, SystemClock
+from .models._model import DeltaSink, ModelDelta, StreamingModel, TextDelta, ToolCallDelta
 
 __all__ = [
     "DEGRADED_TOOL_INSTRUCTION",
@@ -96,6 +98,8 @@ __all__ = [
     "Clock",
     "Critic",
     "CriticConfigError",
+    "Delta",
+    "DeltaSink",
     "Engine",
     "EngineError",
     "ForkError",
@@ -109,6 +113,7 @@ __all__ = [
     "MemoryPolicy",
     "Model",
     "ModelConnectionError",
+    "ModelDelta",
     "ModelError",
     "ModelRateLimitedError",
     "ModelReply",
@@ -138,9 +143,12 @@ __all__ = [
     "RunResult",
     "Sink",
     "SizePolicy",
+    "StreamingModel",
     "SystemClock",
+    "TextDelta",
     "TokenEstimator",
     "Tool",
+    "ToolCallDelta",
     "ToolContext",
     "ToolSpec",
     "UnknownPriceError",

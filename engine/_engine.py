@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self, overload
 
 import anyio
 from anyio.abc import TaskGroup
@@ -21,6 +21,7 @@ from agentledger.events import (
     ConfirmationDenied,
     CorruptEventError,
     EventStore,
+    ModelCallRequested,
     RecordedEvent,
     RunStarted,
     Usage,
@@ -56,6 +57,7 @@ from ._errors import (
 )
 from ._inputs import check_id, check_text
 from ._replaying import ReplayDriver
+from .loop._deltas import Delta
 from .loop._driver import cancel_run, drive
 from .loop._live import LiveHealth, LiveKeys, LiveLedgers, LiveModels, LiveTools, ledger_folds
 from .loop._perform_run import in_flight_until, run_resumed, run_started
@@ -63,6 +65,7 @@ from .loop._ports import Clock, IdSource, OpenGate, Ports, RandomIds, SystemCloc
 from .loop._recorder import EventFilter, Recorder
 from .loop._tool_tasks import ToolTasks
 from .loop._watchdog import watch_loop
+from .models._model import DeltaSink, ModelDelta
 from .policies._budget import Budgets
 from .policies._redaction import Redactor
 from .policies._sizes import SizePolicy
@@ -149,6 +152,12 @@ class Engine:
     ``agentledger.engine.loop``) whenever the event loop was held this many seconds or more,
     naming the tool calls running then (``None``: no watchdog). Blocking code belongs in a
     tool with ``isolation="thread"`` or ``"process"``.
+
+    ``stream_models``: stream every call to a model that can stream (a ``StreamingModel``), also
+    when nobody listens to the deltas, so its client cuts the output at the request's
+    ``max_tokens`` whatever the server does (a cap then holds against a server that ignores the
+    limit). By default only the calls of runs streamed with ``stream(..., deltas=True)`` are.
+    See ``docs/streaming.md``.
     """
 
     def __init__(
@@ -164,6 +173,7 @@ class Engine:
         sizes: SizePolicy | None = None,
         redaction: Redactor | None = _DEFAULT_REDACTION,
         loop_block_warning: float | None = 0.5,
+        stream_models: bool = False,
     ) -> None:
         if loop_block_warning is not None and not (
             isinstance(loop_block_warning, int | float) and 0 < loop_block_warning < math.inf
@@ -188,7 +198,13 @@ class Engine:
         """What every event passes through before it is folded and written."""
         self._active: dict[str, _Active] = {}
         self._agent_ports: dict[int, tuple[Agent, Ports]] = {}
-        self._listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent]]] = defaultdict(list)
+        self._listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent | Delta]]] = (
+            defaultdict(list)
+        )
+        self._delta_listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent | Delta]]] = (
+            defaultdict(list)
+        )
+        self._stream_models = stream_models
         self._task_group: TaskGroup | None = None
         self._tool_tasks = ToolTasks()
         self._loop_block_warning = loop_block_warning
@@ -261,6 +277,42 @@ class Engine:
         finally:
             del self._active[run_id]
 
+    @overload
+    def stream(
+        self,
+        agent: Agent,
+        task: str,
+        *,
+        user_id: str = ...,
+        surface: str = ...,
+        run_id: str | None = ...,
+        deltas: Literal[False] = ...,
+    ) -> AsyncIterator[RecordedEvent]: ...
+
+    @overload
+    def stream(
+        self,
+        agent: Agent,
+        task: str,
+        *,
+        user_id: str = ...,
+        surface: str = ...,
+        run_id: str | None = ...,
+        deltas: Literal[True],
+    ) -> AsyncIterator[RecordedEvent | Delta]: ...
+
+    @overload
+    def stream(
+        self,
+        agent: Agent,
+        task: str,
+        *,
+        user_id: str = ...,
+        surface: str = ...,
+        run_id: str | None = ...,
+        deltas: bool,
+    ) -> AsyncIterator[RecordedEvent | Delta]: ...
+
     async def stream(
         self,
         agent: Agent,
@@ -269,18 +321,27 @@ class Engine:
         user_id: str = "anonymous",
         surface: str = "default",
         run_id: str | None = None,
-    ) -> AsyncIterator[RecordedEvent]:
+        deltas: bool = False,
+    ) -> AsyncIterator[RecordedEvent | Delta]:
         """Start a run like ``run`` and yield its events as they are appended.
 
         The run goes on in the engine's task group; the iterator ends when the run ends or
         pauses, and raises what the run raised. Leaving the loop early does not stop the run:
         use ``cancel`` for that.
+
+        ``deltas=True`` also yields a ``Delta`` for every piece of a model's reply as it
+        arrives (the run's models that can stream are streamed), among the events. A call's
+        deltas come before the ``ModelCallResponded`` that records its whole reply, or the
+        ``ModelCallFailed`` that says its attempt failed (drop what it streamed: a retry
+        streams again, under a new ``call_id``). See ``docs/streaming.md``.
         """
         if self._task_group is None:
             raise EngineError("the engine is not open; use 'async with Engine(store) as engine:'")
         run_id = check_id("run_id", run_id) if run_id is not None else self.ids.new_id()
-        send, receive = anyio.create_memory_object_stream[RecordedEvent](math.inf)
+        send, receive = anyio.create_memory_object_stream[RecordedEvent | Delta](math.inf)
         self._listeners[run_id].append(send)
+        if deltas:
+            self._delta_listeners[run_id].append(send)
         failure: list[BaseException] = []
 
         async def run() -> None:
@@ -290,10 +351,12 @@ class Engine:
                 except Exception as exc:
                     failure.append(exc)
                 finally:
-                    listeners = self._listeners[run_id]
-                    listeners.remove(send)
-                    if not listeners:
-                        del self._listeners[run_id]
+                    for registry in (self._listeners, self._delta_listeners):
+                        listeners = registry.get(run_id)
+                        if listeners is not None and send in listeners:
+                            listeners.remove(send)
+                            if not listeners:
+                                del registry[run_id]
 
         self._task_group.start_soon(run)
         with receive:
@@ -636,7 +699,14 @@ class Engine:
         return Ports(
             clock=self.clock,
             ids=self.ids,
-            models=LiveModels(models, self.clock, agent.model_timeout, agent.price_of, self.sizes),
+            models=LiveModels(
+                models,
+                self.clock,
+                agent.model_timeout,
+                agent.price_of,
+                self.sizes,
+                deltas=self._delta_sink,
+            ),
             tools=LiveTools(
                 agent.tools_by_name, self.clock, agent.tool_timeout, self.sizes, self._tool_tasks
             ),
@@ -675,6 +745,22 @@ class Engine:
     def _call_span(state: RunState, call_id: str) -> str:
         return state.calls[call_id].span_id or state.run_id
 
+    def _delta_sink(self, requested: ModelCallRequested) -> DeltaSink | None:
+        """Where the pieces of ``requested``'s reply go: its run's delta listeners; ``None``
+        (not streamed) when there are none, unless every call is streamed."""
+        listeners = self._delta_listeners.get(requested.run_id)
+        if not listeners:
+            return _ignore_delta if self._stream_models else None
+        targets = tuple(listeners)
+
+        def sink(piece: ModelDelta) -> None:
+            delta = Delta(requested.run_id, requested.call_id, requested.attempt, piece)
+            for send in targets:
+                with suppress(anyio.BrokenResourceError):
+                    send.send_nowait(delta)
+
+        return sink
+
     def _publish(self, recorded: Sequence[RecordedEvent]) -> None:
         self._health.observe(recorded)
         for event in recorded:
@@ -686,6 +772,10 @@ class Engine:
                     # A reader that left its loop early does not stop the run.
                     with suppress(anyio.BrokenResourceError):
                         send.send_nowait(event)
+
+
+def _ignore_delta(piece: ModelDelta) -> None:
+    """The sink of a call streamed only for its output cut-off."""
 
 
 def _parked(run_id: str, error: CorruptEventError) -> RunParkedError:

@@ -8,7 +8,8 @@ clients never retry by themselves: each attempt must be recorded by the engine.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -120,6 +121,50 @@ class HttpModel:
                 f"malformed reply: {_summarise(exc, response)}",
                 status_code=response.status_code,
             ) from exc
+
+    @asynccontextmanager
+    async def _post_stream(
+        self, url: str, headers: Mapping[str, str], body: Mapping[str, Any]
+    ) -> AsyncIterator[httpx.Response]:
+        """POST ``body`` for a server-sent event stream and yield the open 2xx response.
+
+        Leaving the block closes the response, also one not read to its end (the output
+        cut-off): httpx then drops the connection rather than reading the rest. A non-2xx
+        status raises its ``ModelError`` as ``_post_json`` does; so does a transport failure
+        while the body is read (a dropped connection, a server closing mid-body), as a
+        retryable ``ModelConnectionError`` or ``ModelTimeoutError``.
+        """
+        try:
+            async with self._client.stream(
+                "POST",
+                url,
+                content=orjson.dumps(body),
+                headers={"content-type": "application/json", "accept": "text/event-stream"}
+                | dict(headers),
+                timeout=self._timeout,
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise error_for_status(self._model, response)
+                yield response
+        except httpx.TimeoutException as exc:
+            raise ModelTimeoutError(
+                self._model, f"no data within {self._timeout:g}s ({_describe(exc)})"
+            ) from exc
+        except (
+            httpx.UnsupportedProtocol,
+            httpx.LocalProtocolError,
+            httpx.InvalidURL,
+            UnicodeEncodeError,
+        ) as exc:
+            raise ModelRequestError(self._model, _describe(exc)) from exc
+        except httpx.TransportError as exc:
+            # Includes a server closing the connection mid-body (RemoteProtocolError).
+            raise ModelConnectionError(
+                self._model, f"the stream broke off: {_describe(exc)}"
+            ) from exc
+        except (httpx.HTTPError, httpx.StreamError, httpx.CookieConflict) as exc:
+            raise ModelResponseError(self._model, _describe(exc)) from exc
 
 
 def error_for_status(model: str, response: httpx.Response) -> ModelError:

@@ -10,7 +10,8 @@ from functools import cached_property
 from typing import Any
 
 from agentledger.engine._errors import AgentConfigError
-from agentledger.engine.models._model import Model, ToolSpec
+from agentledger.engine.models._http import HttpModel
+from agentledger.engine.models._model import Model, Sampling, ToolChoice, ToolSpec
 from agentledger.engine.models._pricing import Price, resolve_price
 from agentledger.engine.policies._critic import Critic
 from agentledger.engine.tools._tools import Tool
@@ -85,7 +86,9 @@ class Agent:
     max_turns: int = 10
     max_tokens: int = 1024
     model_timeout: float = 60.0
-    """Seconds one model attempt may take."""
+    """Seconds one model attempt may take, in all: the one bound of an attempt. An HTTP
+    client's own ``timeout`` then bounds only connecting (it bounds whole requests only when
+    the client is used outside an engine)."""
     tool_timeout: float = 30.0
     """Seconds one tier of a tool call may take, unless the tool sets its own ``timeout``."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -98,6 +101,13 @@ class Agent:
     """The model that writes memory summaries (default: ``model``)."""
     critic: Critic | None = None
     """Checks every answer before it is returned (pattern 6)."""
+    sampling: Sampling = field(default_factory=Sampling)
+    """Temperature, top_p, stop sequences and seed of the agent's model calls (unset: the
+    server's defaults). Each client maps them to its wire format; a setting a model of the
+    chain cannot honour (a seed on Anthropic) is refused here."""
+    tool_choice: ToolChoice = "auto"
+    """Whether the model may (``"auto"``), must (``"required"``) or must not (``"none"``) call
+    a tool, or the name of the one tool it must call; on every agent call of a run."""
     _price_table: dict[str, Price] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -115,6 +125,7 @@ class Agent:
             raise AgentConfigError(
                 f"Agent {self.name!r} has several tools named {', '.join(dupes)}"
             )
+        self._check_settings(names)
         # Every model the agent may call is priced now: an unknown price is an error at build
         # time, never a silent zero at run time.
         models = [*self.models, self.summary_model or self.model]
@@ -130,6 +141,24 @@ class Agent:
             for m in models
         }
         object.__setattr__(self, "_price_table", table)
+
+    def _check_settings(self, tool_names: list[str]) -> None:
+        """``sampling`` and ``tool_choice`` make sense, and every model of the chain takes them."""
+        _check_sampling(self.sampling)
+        choice = self.tool_choice
+        if not isinstance(choice, str) or not choice:
+            raise AgentConfigError(f"Agent.tool_choice must be a non-empty string, not {choice!r}")
+        if choice not in ("auto", "none", "required") and choice not in tool_names:
+            raise AgentConfigError(
+                f"Agent.tool_choice {choice!r} names no tool of agent {self.name!r}"
+            )
+        if choice == "required" and not tool_names:
+            raise AgentConfigError(
+                f"Agent.tool_choice 'required' but agent {self.name!r} has no tools"
+            )
+        for model in self.models:
+            if isinstance(model, HttpModel):
+                model.check_settings(choice, self.sampling, tuple(tool_names))
 
     def price_of(self, model: Model) -> Price:
         """The price the agent charges ``model``'s calls at."""
@@ -156,6 +185,28 @@ class Agent:
         if self.tools:
             parts.append(DEGRADED_TOOL_INSTRUCTION)
         return "\n\n".join(parts)
+
+
+_INT64 = 2**63
+
+
+def _check_sampling(sampling: object) -> None:
+    """A ``Sampling`` whose values every OpenAI-compatible server and Anthropic can take."""
+    if not isinstance(sampling, Sampling):
+        raise AgentConfigError(f"Agent.sampling must be a Sampling, not {type(sampling).__name__}")
+    temperature, top_p, seed = sampling.temperature, sampling.top_p, sampling.seed
+    if temperature is not None and (not _finite(temperature) or not 0 <= temperature <= 2):
+        raise AgentConfigError(f"Sampling.temperature must be from 0 to 2, not {temperature!r}")
+    if top_p is not None and (not _finite(top_p) or not 0 < top_p <= 1):
+        raise AgentConfigError(f"Sampling.top_p must be above 0 and at most 1, not {top_p!r}")
+    if not isinstance(sampling.stop, tuple) or not all(
+        isinstance(stop, str) and stop for stop in sampling.stop
+    ):
+        raise AgentConfigError(
+            f"Sampling.stop must be a tuple of non-empty strings, not {sampling.stop!r}"
+        )
+    if seed is not None and (_not_int(seed) or not -_INT64 <= seed < _INT64):
+        raise AgentConfigError(f"Sampling.seed must be a 64-bit int, not {seed!r}")
 
 
 def _not_int(value: object) -> bool:

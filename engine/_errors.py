@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from ._secrets import redact_secrets
+
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 
 
 class EngineError(Exception):
@@ -73,14 +76,22 @@ class ModelError(EngineError):
     Its message often quotes the provider's reply (a 401's body may echo the API key), so the
     built-in secret detectors run over it here, for every client, whatever the engine's
     ``redaction``: a credential in an error message is never of use to the reader.
+
+    ``url`` is the endpoint an HTTP client called (without query string or credentials); the
+    message then reads ``"<model> at <url>: <what went wrong>"``, on one line.
     """
 
     retryable: bool = False
 
-    def __init__(self, model: str, message: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self, model: str, message: str, *, status_code: int | None = None, url: str | None = None
+    ) -> None:
         self.model = model
         self.status_code = status_code
-        super().__init__(redact_secrets(f"{model}: {message}"))
+        self.url = url
+        where = f"{model} at {url}" if url else model
+        # Redacted before the lines are joined: a PEM block is recognised by its line breaks.
+        super().__init__(_LINE_BREAKS.sub(" ", redact_secrets(f"{where}: {message}")))
 
 
 class ModelRateLimitedError(ModelError):
@@ -95,9 +106,10 @@ class ModelRateLimitedError(ModelError):
         *,
         status_code: int | None = 429,
         retry_after: float | None = None,
+        url: str | None = None,
     ) -> None:
         self.retry_after = retry_after
-        super().__init__(model, message, status_code=status_code)
+        super().__init__(model, message, status_code=status_code, url=url)
 
 
 class ModelServerError(ModelError):
@@ -125,7 +137,8 @@ class ModelResponseError(ModelError):
 
 
 class ModelRequestError(ModelError):
-    """Raised on a 4xx other than 429: the request itself is wrong; retrying cannot help."""
+    """Raised on a 4xx other than 429 (or a 500 whose body says the request is invalid): the
+    request itself is wrong; retrying cannot help."""
 
 
 class UnknownPriceError(EngineError):

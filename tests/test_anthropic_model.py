@@ -289,7 +289,10 @@ async def test_overloaded_message() -> None:
     with pytest.raises(ModelServerError) as caught:
         await model_over(provider).complete(SIMPLE)
 
-    assert str(caught.value) == ("claude-sonnet-4-20250514: HTTP 529: overloaded_error: Overloaded")
+    assert str(caught.value) == (
+        "claude-sonnet-4-20250514 at https://api.anthropic.com/v1/messages: "
+        "HTTP 529: overloaded_error: Overloaded"
+    )
 
 
 async def test_bad_request_carries_the_provider_message() -> None:

@@ -324,7 +324,8 @@ async def test_bad_request_carries_the_provider_message_and_is_not_retryable() -
     assert error.status_code == 400
     assert not error.retryable
     assert str(error) == (
-        "gpt-4o-mini: HTTP 400: invalid_request_error: Invalid parameter: messages with role "
+        "gpt-4o-mini at https://api.openai.com/v1/chat/completions: HTTP 400: "
+        "invalid_request_error: Invalid parameter: messages with role "
         "'tool' must be a response to a preceeding message with 'tool_calls'."
     )
 

@@ -20,6 +20,7 @@ from agentledger.engine._errors import (
     ModelResponseError,
     ModelTimeoutError,
 )
+from agentledger.engine.models._http import HttpModel, engine_attempt
 from agentledger.engine.models._model import DeltaSink, Model, ModelReply, ModelRequest
 from agentledger.engine.models._pricing import Price
 from agentledger.engine.policies._sizes import SizePolicy
@@ -52,8 +53,9 @@ _MAX_ERROR_TEXT = 2000
 
 
 class LiveModels:
-    """Sends requests to the agent's models (by name), each attempt within ``timeout`` seconds,
-    checks the replies (``checked_reply``) and prices them with ``price_of``.
+    """Sends requests to the agent's models (by name), each attempt within ``timeout`` seconds
+    (``Agent.model_timeout``, the one bound of an attempt; see ``engine_attempt``), checks the
+    replies (``checked_reply``) and prices them with ``price_of``.
 
     Whatever a model's ``complete`` raises, except cancellation, is a failed attempt: a
     ``ModelError`` as it is, anything else (a client's bug, a value nothing can price or record)
@@ -89,12 +91,17 @@ class LiveModels:
         error: ModelError
         try:
             sink = self._deltas(requested) if self._deltas is not None else None
-            with anyio.fail_after(self._timeout):
+            # The engine's timeout is the one that bounds an attempt: within engine_attempt()
+            # an HTTP client's own timeout bounds only connecting.
+            with anyio.fail_after(self._timeout), engine_attempt():
                 reply = await _send(model, request, sink)
             reply = checked_reply(reply, model.name, self._sizes)
             cost = self._price_of(model).cost(reply.usage)
         except TimeoutError:
-            error = ModelTimeoutError(model.name, f"no reply within {self._timeout}s")
+            url = model.url if isinstance(model, HttpModel) else None
+            error = ModelTimeoutError(
+                model.name, f"no reply within {self._timeout:g}s (Agent.model_timeout)", url=url
+            )
         except ModelError as exc:
             error = exc
         except Exception as exc:  # a client's bug, or a value nothing can price: see above

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
+import orjson
 from pydantic import TypeAdapter
 
 from agentledger.engine._agent import Agent
-from agentledger.engine.models._model import Model, ModelRequest
+from agentledger.engine.models._model import Model, ModelRequest, Sampling
 from agentledger.events import ModelPurpose
 from agentledger.projections._memory_view import CompactionPlan, memory_view, plan_compaction
 from agentledger.projections._messages import Message, SystemMessage, UserMessage
@@ -59,7 +61,13 @@ def build_request(state: RunState, agent: Agent, purpose: ModelPurpose) -> Model
         messages: Sequence[Message] = state.messages
         if agent.memory is not None:
             messages = memory_view(state.messages, state.message_versions, state.compactions)
-        return ModelRequest(messages=messages, tools=agent.tool_specs, max_tokens=agent.max_tokens)
+        return ModelRequest(
+            messages=messages,
+            tools=agent.tool_specs,
+            max_tokens=agent.max_tokens,
+            tool_choice=agent.tool_choice,
+            sampling=agent.sampling,
+        )
     if purpose == "summary":
         plan = compaction_plan(state, agent)
         assert plan is not None and agent.memory is not None  # decide summarises only then
@@ -81,8 +89,38 @@ def request_body(request: ModelRequest) -> bytes:
 
 
 def request_digest(request: ModelRequest, body: bytes | None = None) -> str:
-    """A fingerprint of what a model is sent, so replay can tell when a request changed."""
+    """A fingerprint of what a model is sent, so replay can tell when a request changed.
+
+    The agent's settings (tool choice, sampling, output schema) count only when they are not
+    the defaults, so a request with default settings keeps the digest it had before there were
+    settings, and runs recorded then still replay.
+    """
     body = request_body(request) if body is None else body
     tools = ",".join(sorted(t.name for t in request.tools)).encode()
     limit = str(request.max_tokens).encode()
-    return hashlib.sha256(body + b"\0" + tools + b"\0" + limit).hexdigest()[:32]
+    fingerprint = body + b"\0" + tools + b"\0" + limit
+    settings = _settings(request)
+    if settings:
+        fingerprint += b"\0" + orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(fingerprint).hexdigest()[:32]
+
+
+_DEFAULT_SAMPLING = Sampling()
+
+
+def _settings(request: ModelRequest) -> dict[str, Any]:
+    """The request's settings that differ from the defaults, as plain JSON values."""
+    settings: dict[str, Any] = {}
+    if request.tool_choice != "auto":
+        settings["tool_choice"] = request.tool_choice
+    sampling = request.sampling
+    if sampling != _DEFAULT_SAMPLING:
+        settings["sampling"] = {
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "stop": list(sampling.stop),
+            "seed": sampling.seed,
+        }
+    if request.output is not None:
+        settings["output"] = {"name": request.output.name, "schema": request.output.schema}
+    return settings

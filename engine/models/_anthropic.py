@@ -5,6 +5,12 @@ The neutral conversation maps onto Anthropic's stricter shape: system messages g
 results becomes ONE user message of ``tool_result`` blocks, which is what the API requires after
 an assistant turn with parallel tool calls.
 
+Agent settings: ``tool_choice`` becomes ``{"type": "auto" | "any" | "none" | "tool", "name"}``;
+sampling becomes ``temperature`` (Anthropic takes 0 to 1), ``top_p`` and ``stop_sequences``; the
+API has no seed, so an agent with a seed and an Anthropic model is refused when it is built.
+Structured output is tool-based: the schema is offered as a tool named after it, and a
+``tool_use`` of that tool is the answer (its input, as JSON text), not a tool call.
+
 Usage: ``input_tokens`` counts every prompt token, as OpenAI's ``prompt_tokens`` does, so it is
 Anthropic's ``input_tokens + cache_creation_input_tokens + cache_read_input_tokens``;
 ``cached_input_tokens`` is ``cache_read_input_tokens``. Cache *writes* are thus counted as ordinary
@@ -22,7 +28,7 @@ import httpx
 import orjson
 from pydantic import Field
 
-from agentledger.engine._errors import ModelResponseError
+from agentledger.engine._errors import AgentConfigError, ModelRequestError, ModelResponseError
 from agentledger.events import ToolCall, Usage
 from agentledger.projections._messages import (
     AssistantMessage,
@@ -34,8 +40,22 @@ from agentledger.projections._messages import (
 
 from ._anthropic_stream import read_anthropic_stream
 from ._http import HttpModel, StrictWire
-from ._model import DeltaSink, ModelReply, ModelRequest, ToolSpec
+from ._model import (
+    DeltaSink,
+    ModelReply,
+    ModelRequest,
+    OutputSchema,
+    Sampling,
+    ToolChoice,
+    ToolSpec,
+)
 from ._sse import input_estimate, server_sent_events
+
+OUTPUT_TOOL_DESCRIPTION = (
+    "Give your final answer with this tool, its input following the schema; call it once, "
+    "when you have everything the answer needs."
+)
+"""The description of the tool that carries a structured answer."""
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -44,6 +64,40 @@ ANTHROPIC_VERSION = "2023-06-01"
 def anthropic_tool_schema(spec: ToolSpec) -> dict[str, Any]:
     """A tool in the messages API format: ``{"name", "description", "input_schema"}``."""
     return {"name": spec.name, "description": spec.description, "input_schema": spec.parameters}
+
+
+def anthropic_tool_choice(tool_choice: ToolChoice) -> dict[str, Any] | None:
+    """``tool_choice`` in the messages API format; ``None`` for ``"auto"``, the API's default."""
+    if tool_choice == "auto":
+        return None
+    if tool_choice == "required":
+        return {"type": "any"}
+    if tool_choice == "none":
+        return {"type": "none"}
+    return {"type": "tool", "name": tool_choice}
+
+
+def anthropic_sampling(sampling: Sampling, temperature: float | None = None) -> dict[str, Any]:
+    """The sampling fields of a body (``temperature`` is the request's own, used when
+    ``sampling`` sets none). A seed has no field here: ``AnthropicModel`` refuses it."""
+    fields: dict[str, Any] = {}
+    chosen = sampling.temperature if sampling.temperature is not None else temperature
+    if chosen is not None:
+        fields["temperature"] = chosen
+    if sampling.top_p is not None:
+        fields["top_p"] = sampling.top_p
+    if sampling.stop:
+        fields["stop_sequences"] = list(sampling.stop)
+    return fields
+
+
+def anthropic_output_tool(output: OutputSchema) -> dict[str, Any]:
+    """The tool that carries a structured answer: named after the schema, taking it as input."""
+    return {
+        "name": output.name,
+        "description": OUTPUT_TOOL_DESCRIPTION,
+        "input_schema": output.schema,
+    }
 
 
 def anthropic_messages(messages: Sequence[Message]) -> tuple[str | None, list[dict[str, Any]]]:
@@ -146,8 +200,28 @@ class AnthropicModel(HttpModel):
             | dict(extra_headers or {})
         )
 
+    def check_settings(
+        self, tool_choice: ToolChoice, sampling: Sampling, tool_names: tuple[str, ...]
+    ) -> None:
+        """Raise ``AgentConfigError`` for a setting the messages API cannot honour: a seed (it
+        has none) or a temperature above 1 (its range is 0 to 1)."""
+        if sampling.seed is not None:
+            raise AgentConfigError(
+                f"Anthropic's messages API has no seed (model {self._model!r}): "
+                "drop Sampling.seed or use another model"
+            )
+        if sampling.temperature is not None and sampling.temperature > 1:
+            raise AgentConfigError(
+                f"Anthropic takes a temperature from 0 to 1, not {sampling.temperature} "
+                f"(model {self._model!r})"
+            )
+
     def request_body(self, request: ModelRequest) -> dict[str, Any]:
-        """The JSON body ``complete`` sends for ``request``."""
+        """The JSON body ``complete`` sends for ``request`` (streaming adds its own fields)."""
+        if request.sampling.seed is not None:
+            raise ModelRequestError(
+                self._model, "Anthropic's messages API has no seed", url=self.url
+            )
         system, messages = anthropic_messages(request.messages)
         body: dict[str, Any] = {
             "model": self._model,
@@ -156,10 +230,25 @@ class AnthropicModel(HttpModel):
         }
         if system is not None:
             body["system"] = system
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.tools:
-            body["tools"] = [anthropic_tool_schema(spec) for spec in request.tools]
+        body |= anthropic_sampling(request.sampling, request.temperature)
+        tools = [anthropic_tool_schema(spec) for spec in request.tools]
+        choice = anthropic_tool_choice(request.tool_choice)
+        output = request.output
+        if output is not None:
+            if any(spec.name == output.name for spec in request.tools):
+                raise ModelRequestError(
+                    self._model,
+                    f"the output schema's name {output.name!r} is also a tool's name",
+                    url=self.url,
+                )
+            tools.append(anthropic_output_tool(output))
+            if not request.tools and choice is None:
+                # Nothing else to call: the answer must come through the output tool.
+                choice = {"type": "tool", "name": output.name}
+        if tools:
+            body["tools"] = tools
+            if choice is not None:
+                body["tool_choice"] = choice
         return body
 
     def _arguments(self, block: _ToolUse) -> str:
@@ -171,23 +260,37 @@ class AnthropicModel(HttpModel):
                 self._model,
                 f"malformed reply: tool_use {block.id[:80]!r} has an input JSON "
                 f"cannot carry ({exc})",
+                url=self.url,
             ) from None
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         """Send one messages request and parse its content blocks."""
         response = await self._post_json(self._url, self._headers, self.request_body(request))
-        reply = self._parse(_Message, response)
+        return self._reply(self._parse(_Message, response), request.output)
+
+    def _reply(self, reply: _Message, output: OutputSchema | None) -> ModelReply:
+        """The neutral reply of a parsed messages API answer. A ``tool_use`` of the output
+        tool (``output.name``) is the structured answer: its input, as JSON, becomes the text."""
         usage = reply.usage
         cache_writes = usage.cache_creation_input_tokens or 0
         cache_reads = usage.cache_read_input_tokens or 0
+        answer = output.name if output is not None else None
+        answers = [
+            self._arguments(block)
+            for block in reply.content
+            if isinstance(block, _ToolUse) and block.name == answer
+        ]
         return ModelReply(
             # Anthropic splits one answer into several text blocks (e.g. around citations);
-            # they are meant to be read as one string.
-            text="".join(block.text for block in reply.content if isinstance(block, _Text)),
+            # they are meant to be read as one string. A structured answer replaces the text
+            # (often a preamble such as "Here is the result:").
+            text=answers[-1]
+            if answers
+            else "".join(block.text for block in reply.content if isinstance(block, _Text)),
             tool_calls=tuple(
                 ToolCall(id=block.id, name=block.name, arguments=self._arguments(block))
                 for block in reply.content
-                if isinstance(block, _ToolUse)
+                if isinstance(block, _ToolUse) and block.name != answer
             ),
             usage=Usage(
                 input_tokens=usage.input_tokens + cache_writes + cache_reads,

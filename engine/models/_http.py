@@ -1,20 +1,28 @@
 """What both HTTP model clients share: client ownership, the POST, and mapping failures to errors.
 
 Every httpx failure and every non-2xx status becomes one of the typed ``ModelError`` subclasses
-here, at the boundary, so the engine's retry and fallback policy never sees an httpx type. The
-clients never retry by themselves: each attempt must be recorded by the engine.
+here, at the boundary, so the engine's retry and fallback policy never sees an httpx type. Each
+names the model and the URL called (without query string or credentials). The clients never
+retry by themselves: each attempt must be recorded by the engine.
+
+Timeouts, one story: inside an engine, ``Agent.model_timeout`` bounds a whole attempt (the
+engine runs it within ``engine_attempt()`` and ``anyio.fail_after``) and a client's ``timeout``
+bounds only connecting; used on its own, a client's ``timeout`` bounds each whole request.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import anyio
 import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -30,7 +38,34 @@ from agentledger.engine._errors import (
 )
 from agentledger.engine._secrets import redact_secrets
 
+from ._model import Sampling, ToolChoice
+
 _SNIPPET_CHARS = 300
+
+_ENGINE_ATTEMPT: ContextVar[bool] = ContextVar("agentledger_engine_attempt", default=False)
+
+
+@contextmanager
+def engine_attempt() -> Iterator[None]:
+    """Marks a model call as an engine's attempt: the engine bounds it (``Agent.model_timeout``),
+    so an HTTP client's own ``timeout`` then bounds only connecting. Used by the engine's loop."""
+    token = _ENGINE_ATTEMPT.set(True)
+    try:
+        yield
+    finally:
+        _ENGINE_ATTEMPT.reset(token)
+
+
+def safe_url(url: str | httpx.URL) -> str:
+    """``url`` as it may be shown: no user, password, query string or fragment."""
+    try:
+        parsed = httpx.URL(url)
+        return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        # A URL httpx cannot parse (the request then fails as a ModelRequestError) is still
+        # shown, cut the same way by hand.
+        text = str(url).split("#", 1)[0].split("?", 1)[0]
+        return re.sub(r"(?<=://)[^/@]*@", "", text)
 
 
 class StrictWire(BaseModel):
@@ -46,8 +81,12 @@ class HttpModel:
     """Owns or borrows an ``httpx.AsyncClient`` and posts JSON to a provider.
 
     A client passed in is borrowed and never closed; without one, a client is created and closed by
-    ``aclose()`` or on leaving ``async with``.
+    ``aclose()`` or on leaving ``async with``. ``timeout``: seconds a whole request may take when
+    the client is used on its own; inside an engine, ``Agent.model_timeout`` bounds the attempt
+    and ``timeout`` only bounds connecting (see ``engine_attempt``).
     """
+
+    _url: str = ""
 
     def __init__(self, model: str, *, client: httpx.AsyncClient | None, timeout: float) -> None:
         self._model = model
@@ -59,6 +98,27 @@ class HttpModel:
     def name(self) -> str:
         """The model's name as configured, recorded in events and used for pricing."""
         return self._model
+
+    @property
+    def url(self) -> str:
+        """The endpoint this client posts to, as errors show it (no query, no credentials)."""
+        return safe_url(self._url)
+
+    def check_settings(
+        self, tool_choice: ToolChoice, sampling: Sampling, tool_names: tuple[str, ...]
+    ) -> None:
+        """Raise ``AgentConfigError`` for an agent setting this provider cannot honour (called by
+        ``Agent`` for each model of its chain). The base class takes every setting."""
+
+    def _timeouts(self) -> tuple[httpx.Timeout, float | None]:
+        """The httpx timeouts of one request, and the seconds the client must bound the whole
+        request by (``None`` inside an engine attempt, which the engine bounds)."""
+        if _ENGINE_ATTEMPT.get():
+            return httpx.Timeout(None, connect=self._timeout), None
+        return httpx.Timeout(self._timeout), self._timeout
+
+    def _error(self, cls: type[ModelError], message: str, **kwargs: Any) -> ModelError:
+        return cls(self._model, message, url=self.url, **kwargs)
 
     async def aclose(self) -> None:
         """Close the HTTP client if this object created it; a borrowed client stays open."""
@@ -80,18 +140,22 @@ class HttpModel:
         self, url: str, headers: Mapping[str, str], body: Mapping[str, Any]
     ) -> httpx.Response:
         """POST ``body`` and return the 2xx response, or raise the matching ``ModelError``."""
+        timeouts, total = self._timeouts()
         try:
-            response = await self._client.post(
-                url,
-                content=orjson.dumps(body),
-                headers={"content-type": "application/json", "accept": "application/json"}
-                | dict(headers),
-                timeout=self._timeout,
-            )
-        except httpx.TimeoutException as exc:
-            raise ModelTimeoutError(
-                self._model, f"no answer within {self._timeout:g}s ({_describe(exc)})"
-            ) from exc
+            with anyio.fail_after(total):
+                response = await self._client.post(
+                    url,
+                    content=orjson.dumps(body),
+                    headers={"content-type": "application/json", "accept": "application/json"}
+                    | dict(headers),
+                    timeout=timeouts,
+                )
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            if isinstance(exc, httpx.ConnectTimeout):
+                message = f"could not connect within {self._timeout:g}s ({_describe(exc)})"
+            else:
+                message = f"no answer within {self._timeout:g}s ({_describe(exc)})"
+            raise self._error(ModelTimeoutError, message) from exc
         except (
             httpx.UnsupportedProtocol,
             httpx.LocalProtocolError,
@@ -101,14 +165,14 @@ class HttpModel:
             # The request could not even be formed (bad base URL, a header that is not ASCII
             # such as a pasted key with a typographic quote): a retry sends the same request.
             # ``InvalidURL`` and ``UnicodeEncodeError`` are not ``httpx.HTTPError``s.
-            raise ModelRequestError(self._model, _describe(exc)) from exc
+            raise self._error(ModelRequestError, _describe(exc)) from exc
         except httpx.TransportError as exc:
-            raise ModelConnectionError(self._model, _describe(exc)) from exc
+            raise self._error(ModelConnectionError, _describe(exc)) from exc
         except (httpx.HTTPError, httpx.StreamError, httpx.CookieConflict) as exc:
             # Undecodable content-encoding, redirect loops, and whatever else httpx raises.
-            raise ModelResponseError(self._model, _describe(exc)) from exc
+            raise self._error(ModelResponseError, _describe(exc)) from exc
         if not response.is_success:
-            raise error_for_status(self._model, response)
+            raise error_for_status(self._model, response, url=self.url)
         return response
 
     def _parse(self, shape: type[WireT], response: httpx.Response) -> WireT:
@@ -116,8 +180,8 @@ class HttpModel:
         try:
             return shape.model_validate_json(response.content)
         except ValidationError as exc:
-            raise ModelResponseError(
-                self._model,
+            raise self._error(
+                ModelResponseError,
                 f"malformed reply: {_summarise(exc, response)}",
                 status_code=response.status_code,
             ) from exc
@@ -145,7 +209,7 @@ class HttpModel:
             ) as response:
                 if not response.is_success:
                     await response.aread()
-                    raise error_for_status(self._model, response)
+                    raise error_for_status(self._model, response, url=self.url)
                 yield response
         except httpx.TimeoutException as exc:
             raise ModelTimeoutError(
@@ -167,26 +231,80 @@ class HttpModel:
             raise ModelResponseError(self._model, _describe(exc)) from exc
 
 
-def error_for_status(model: str, response: httpx.Response) -> ModelError:
-    """The typed error for a non-2xx response, carrying the provider's own error message."""
+def error_for_status(model: str, response: httpx.Response, url: str | None = None) -> ModelError:
+    """The typed error for a non-2xx response, carrying the provider's own error message.
+
+    ``url``: the endpoint as errors show it (``safe_url``); a 404 there says whether the
+    likely cause is a base URL without ``/v1``.
+    """
     status = response.status_code
-    message = f"HTTP {status}: {provider_error_message(response)}"
+    said = provider_error_message(response)
+    message = f"HTTP {status}: {said}"
     request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
     if request_id:
         message += f" (request id {request_id})"
+    if status == 404 and url is not None:
+        message += _missing_v1_hint(url)
     if status == 429:
         return ModelRateLimitedError(
-            model, message, status_code=status, retry_after=retry_after_seconds(response.headers)
+            model,
+            message,
+            status_code=status,
+            retry_after=retry_after_seconds(response.headers),
+            url=url,
         )
     if status == 408:
         # The server gave up waiting for us; like a client-side timeout, trying again may work.
-        return ModelTimeoutError(model, message, status_code=status)
+        return ModelTimeoutError(model, message, status_code=status, url=url)
+    if status == 500 and (summary := invalid_request_summary(said)) is not None:
+        # A server that validates the request body but reports a failed validation as an
+        # internal error (llama-cpp-python's server does): sending it again fails again.
+        return ModelRequestError(
+            model, f"HTTP 500, request rejected as invalid: {summary}", status_code=status, url=url
+        )
     if status >= 500:  # includes Anthropic's 529 "overloaded"
-        return ModelServerError(model, message, status_code=status)
+        return ModelServerError(model, message, status_code=status, url=url)
     if 400 <= status < 500:
-        return ModelRequestError(model, message, status_code=status)
+        return ModelRequestError(model, message, status_code=status, url=url)
     # 1xx / 3xx: nothing an API promises for this endpoint (redirects are not followed).
-    return ModelResponseError(model, message, status_code=status)
+    return ModelResponseError(model, message, status_code=status, url=url)
+
+
+_VALIDATION_HEAD = re.compile(r"^\s*(?:[\w.-]+: )?(\d+) validation errors?\b")
+_VALIDATION_ENTRY = re.compile(
+    r"'type': '(?P<type>[a-z_]+)', 'loc': \((?P<loc>[^)]*)\), 'msg': (?P<msg>\"[^\"]*\"|'[^']*')"
+)
+
+
+def invalid_request_summary(message: str) -> str | None:
+    """A short account of a pydantic validation of the *request body*, if ``message`` is one.
+
+    The rule is kept narrow on purpose: only a message that starts as pydantic's
+    ``"<n> validation error(s)"`` (after the error's type, if any) and names a location in the
+    request ``body`` counts, so a
+    plain 500 (a crashed worker, an out-of-memory) stays a retryable server error.
+    """
+    head = _VALIDATION_HEAD.match(message)
+    entries = list(_VALIDATION_ENTRY.finditer(message))
+    if head is None or not any(e["loc"].startswith("'body'") for e in entries):
+        return None
+    # With a union (the message roles) pydantic reports every branch; the branch whose field
+    # was wrong (not a mismatched role literal, not a field of another branch) says most.
+    telling = [e for e in entries if e["type"] not in ("literal_error", "missing")] or entries
+    first = telling[0]
+    where = ".".join(part.strip().strip("'") for part in first["loc"].split(",")[1:] if part)
+    return f"{head[1]} validation errors, e.g. {where}: {first['msg'].strip(chr(34) + chr(39))}"
+
+
+def _missing_v1_hint(url: str) -> str:
+    """For a 404 of a chat completions URL without a version segment: the base URL most likely
+    lacks ``/v1`` (OpenAI-compatible servers serve ``/v1/chat/completions``)."""
+    parsed = httpx.URL(url)
+    suffix = "/chat/completions"
+    if not parsed.path.endswith(suffix) or re.search(r"/v\d+[a-z0-9]*/", parsed.path):
+        return ""
+    base = parsed.copy_with(path=parsed.path[: -len(suffix)] + "/v1")
+    return f"; is /v1 missing from the base URL? (try base_url={str(base)!r})"
 
 
 def provider_error_message(response: httpx.Response) -> str:

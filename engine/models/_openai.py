@@ -1,5 +1,10 @@
 """An OpenAI-compatible chat completions client (``POST {base_url}/chat/completions``) with tools.
 
+Servers that speak the format differ in small ways (what an assistant's tool turn carries as
+content, which output-limit field they honour, what they do with ``tool_choice`` and structured
+output): the client builds each body through a ``WireProfile`` (``_wire.py``), chosen with
+``server=``.
+
 Usage convention (shared with the Anthropic client): ``Usage.input_tokens`` counts every prompt
 token, cached ones included, and ``cached_input_tokens`` is the cached subset. That is OpenAI's own
 convention (``prompt_tokens`` includes ``prompt_tokens_details.cached_tokens``).
@@ -24,9 +29,10 @@ from agentledger.projections._messages import (
 )
 
 from ._http import HttpModel, StrictWire
-from ._model import DeltaSink, ModelReply, ModelRequest, ToolSpec
+from ._model import DeltaSink, ModelReply, ModelRequest, Sampling, ToolChoice, ToolSpec
 from ._openai_stream import read_openai_stream
 from ._sse import input_estimate, server_sent_events
+from ._wire import ServerName, WireProfile, wire_profile
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -43,12 +49,20 @@ def openai_tool_schema(spec: ToolSpec) -> dict[str, Any]:
     }
 
 
-def openai_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """The conversation as chat completions messages; tool results keep their ``tool_call_id``."""
-    return [_openai_message(message) for message in messages]
+def openai_messages(
+    messages: Sequence[Message], *, tool_turn_content: Literal["null", "empty"] = "null"
+) -> list[dict[str, Any]]:
+    """The conversation as chat completions messages; tool results keep their ``tool_call_id``.
+
+    ``tool_turn_content``: what an assistant turn of only tool calls carries as ``content``:
+    ``null`` (what OpenAI itself returns and accepts) or ``""`` (for servers that answer
+    ``null`` with an error, see ``WireProfile``).
+    """
+    empty = None if tool_turn_content == "null" else ""
+    return [_openai_message(message, empty) for message in messages]
 
 
-def _openai_message(message: Message) -> dict[str, Any]:
+def _openai_message(message: Message, empty: str | None) -> dict[str, Any]:
     match message:
         case SystemMessage() | UserMessage():
             return {"role": message.role, "content": message.content}
@@ -57,8 +71,7 @@ def _openai_message(message: Message) -> dict[str, Any]:
                 return {"role": "assistant", "content": message.content}
             return {
                 "role": "assistant",
-                # null, not "", when the turn is only tool calls: that is what the API returns.
-                "content": message.content or None,
+                "content": message.content or empty,
                 "tool_calls": [
                     {
                         "id": call.id,
@@ -78,16 +91,36 @@ def _openai_message(message: Message) -> dict[str, Any]:
             assert_never(message)
 
 
+def openai_sampling(sampling: Sampling, temperature: float | None = None) -> dict[str, Any]:
+    """The sampling fields of a body; ``temperature`` is the request's own (the judge's), used
+    when ``sampling`` sets none. Unset settings are left out: the server's default holds."""
+    fields: dict[str, Any] = {}
+    chosen = sampling.temperature if sampling.temperature is not None else temperature
+    if chosen is not None:
+        fields["temperature"] = chosen
+    if sampling.top_p is not None:
+        fields["top_p"] = sampling.top_p
+    if sampling.stop:
+        fields["stop"] = list(sampling.stop)
+    if sampling.seed is not None:
+        fields["seed"] = sampling.seed
+    return fields
+
+
 class OpenAIChatModel(HttpModel):
     """A chat model behind the OpenAI chat completions API, or any server that speaks it.
 
-    ``api_key`` defaults to ``$OPENAI_API_KEY``; with neither, no ``Authorization`` header is sent
-    (local servers). ``base_url`` defaults to ``$OPENAI_BASE_URL`` (as in OpenAI's own SDK, with
-    the ``/v1``), else OpenAI's API. ``extra_body`` is merged last into every request body
-    (``seed``, ``reasoning_effort``...). ``max_tokens_field`` names the output limit: OpenAI's
-    current ``max_completion_tokens`` (required by its reasoning models), or ``max_tokens`` for
-    servers that only know the older name. ``timeout`` applies to every request, also over a
-    borrowed ``client``, which is never closed by this object.
+    ``server`` names the server family, whose ``WireProfile`` shapes every request body:
+    ``"openai"`` (default), ``"vllm"``, ``"llama.cpp"`` (llama-cpp-python's server) or
+    ``"ollama"``, or a ``WireProfile`` of your own. ``api_key`` defaults to
+    ``$OPENAI_API_KEY``; with neither, no ``Authorization`` header is sent (local servers).
+    ``base_url`` defaults to ``$OPENAI_BASE_URL`` (as in OpenAI's own SDK, with the ``/v1``),
+    else OpenAI's API. ``extra_body`` is merged last into every request body
+    (``reasoning_effort``...). ``max_tokens_field`` overrides the profile's output-limit field.
+
+    ``timeout``: seconds a whole request may take when the client is used on its own; inside an
+    engine, ``Agent.model_timeout`` bounds each attempt and ``timeout`` only bounds connecting.
+    It applies also over a borrowed ``client``, which is never closed by this object.
 
     A reply without ``usage`` (some compatible servers omit it) is recorded with zero tokens.
     """
@@ -96,14 +129,16 @@ class OpenAIChatModel(HttpModel):
         self,
         model: str,
         *,
+        server: ServerName | WireProfile = "openai",
         api_key: str | None = None,
         base_url: str | None = None,
         client: httpx.AsyncClient | None = None,
         extra_headers: Mapping[str, str] | None = None,
         timeout: float = 60.0,
         extra_body: Mapping[str, Any] | None = None,
-        max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens",
+        max_tokens_field: Literal["max_completion_tokens", "max_tokens"] | None = None,
     ) -> None:
+        profile = wire_profile(server)
         super().__init__(model, client=client, timeout=timeout)
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
         self._url = base_url.rstrip("/") + "/chat/completions"
@@ -112,19 +147,36 @@ class OpenAIChatModel(HttpModel):
             extra_headers or {}
         )
         self._extra_body = dict(extra_body or {})
-        self._max_tokens_field = max_tokens_field
+        self._profile = profile
+        self._max_tokens_field = max_tokens_field or profile.max_tokens_field
+
+    @property
+    def profile(self) -> WireProfile:
+        """The server profile request bodies are built with."""
+        return self._profile
+
+    def check_settings(
+        self, tool_choice: ToolChoice, sampling: Sampling, tool_names: tuple[str, ...]
+    ) -> None:
+        """Raise ``AgentConfigError`` for a setting this client's server cannot honour."""
+        self._profile.check_settings(tool_choice, sampling, tool_names)
 
     def request_body(self, request: ModelRequest) -> dict[str, Any]:
-        """The JSON body ``complete`` sends for ``request``."""
+        """The JSON body ``complete`` sends for ``request`` (streaming adds its own fields)."""
+        profile = self._profile
         body: dict[str, Any] = {
             "model": self._model,
-            "messages": openai_messages(request.messages),
+            "messages": openai_messages(
+                request.messages, tool_turn_content=profile.tool_turn_content
+            ),
             self._max_tokens_field: request.max_tokens,
         }
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.tools:  # the API rejects an empty "tools" array
-            body["tools"] = [openai_tool_schema(spec) for spec in request.tools]
+        body |= openai_sampling(request.sampling, request.temperature)
+        body |= profile.tool_fields(
+            request.tool_choice, [openai_tool_schema(spec) for spec in request.tools]
+        )
+        if request.output is not None:
+            body["response_format"] = profile.output_field(request.output)
         return body | self._extra_body
 
     async def complete(self, request: ModelRequest) -> ModelReply:

@@ -38,6 +38,7 @@ from agentledger.engine.policies._checks import (
     UserCheck,
 )
 from agentledger.engine.policies._critic import Critic
+from agentledger.engine.policies._output import OUTPUT_CHECK_NAME, InvalidOutputError
 from agentledger.engine.policies._redaction import Redactor
 from agentledger.engine.policies._sizes import SizePolicy
 from agentledger.engine.tools._tool_keys import canonical_arguments, idempotency_key
@@ -85,6 +86,7 @@ from .models._model import DeltaSink, ModelDelta, StreamingModel, TextDelta, Too
 __all__ = [
     "DEGRADED_TOOL_INSTRUCTION",
     "JUDGE_CHECK_NAME",
+    "OUTPUT_CHECK_NAME",
     "Agent",
     "AgentConfigError",
     "AnthropicModel",
@@ -105,6 +107,7 @@ __all__ = [
     "ForkError",
     "IdSource",
     "InvalidInputError",
+    "InvalidOutputError",
     "JsonLinesSink",
     "JsonSchema",
     "JudgeVerdict",

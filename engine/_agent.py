@@ -7,13 +7,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
 
 from agentledger.engine._errors import AgentConfigError
 from agentledger.engine.models._http import HttpModel
-from agentledger.engine.models._model import Model, Sampling, ToolChoice, ToolSpec
+from agentledger.engine.models._model import Model, OutputSchema, Sampling, ToolChoice, ToolSpec
 from agentledger.engine.models._pricing import Price, resolve_price
 from agentledger.engine.policies._critic import Critic
+from agentledger.engine.policies._output import StructuredOutput
 from agentledger.engine.tools._tools import Tool
 from agentledger.projections._memory_view import MemoryPolicy
 
@@ -22,6 +25,9 @@ DEGRADED_TOOL_INSTRUCTION = (
     "run: do not call it again; answer with what you have and say what is missing."
 )
 """Added to the system prompt of every agent with tools (pattern 4)."""
+
+OutputT = TypeVar("OutputT", default=str, covariant=True)
+"""What a run of an agent answers: ``str``, or the agent's ``output_type``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,17 +77,26 @@ class BreakerPolicy:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Agent:
+class Agent(Generic[OutputT]):
     """An agent: a model chain, a system prompt, tools and the limits of one run.
 
     ``name`` identifies the agent in the log; an ``Engine`` resumes a run with the agent of that
     name it was given, so keep names stable across deployments.
+
+    With ``output_type`` (a pydantic model class) the agent is an ``Agent[M]``: its final answer
+    must be JSON of that type, and ``engine.run`` returns a ``RunResult[M]`` whose ``value`` is
+    the validated instance (see ``docs/structured-output.md``).
     """
 
     name: str
     model: Model
     fallback_models: Sequence[Model] = ()
     system_prompt: str = ""
+    output_type: type[OutputT] | None = None
+    """The type the final answer is validated into (structured output); ``None``: plain text."""
+    output_revisions: int = 2
+    """How many times an answer that is not a valid ``output_type`` is sent back to the model;
+    the next invalid answer fails the run (``invalid_output``)."""
     tools: Sequence[Tool[Any]] = ()
     max_turns: int = 10
     max_tokens: int = 1024
@@ -109,6 +124,7 @@ class Agent:
     """Whether the model may (``"auto"``), must (``"required"``) or must not (``"none"``) call
     a tool, or the name of the one tool it must call; on every agent call of a run."""
     _price_table: dict[str, Price] = field(init=False, repr=False, compare=False)
+    _output: StructuredOutput | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "\x00" in self.name:
@@ -117,6 +133,9 @@ class Agent:
             value = getattr(self, name)
             if _not_int(value) or value < 1:
                 raise AgentConfigError(f"Agent.{name} must be an int of at least 1, not {value!r}")
+        if _not_int(self.output_revisions) or self.output_revisions < 0:
+            given = self.output_revisions
+            raise AgentConfigError(f"Agent.output_revisions must be an int >= 0, not {given!r}")
         _check_seconds("Agent.model_timeout", self.model_timeout, allow_zero=False)
         _check_seconds("Agent.tool_timeout", self.tool_timeout, allow_zero=False)
         names = [t.name for t in self.tools]
@@ -125,6 +144,12 @@ class Agent:
             raise AgentConfigError(
                 f"Agent {self.name!r} has several tools named {', '.join(dupes)}"
             )
+        output = None if self.output_type is None else StructuredOutput.of(self.output_type)
+        if output is not None and output.name in names:  # Anthropic offers it as a tool too
+            raise AgentConfigError(
+                f"Agent {self.name!r} has a tool named {output.name!r}, the name of its output type"
+            )
+        object.__setattr__(self, "_output", output)
         self._check_settings(names)
         # Every model the agent may call is priced now: an unknown price is an error at build
         # time, never a silent zero at run time.
@@ -179,11 +204,33 @@ class Agent:
         """The tools as models are shown them (their JSON schemas are built once)."""
         return tuple(t.spec() for t in self.tools)
 
+    @property
+    def structured(self) -> StructuredOutput | None:
+        """The agent's output type, built (``None`` without ``output_type``)."""
+        return self._output
+
+    @property
+    def output_schema(self) -> OutputSchema | None:
+        """The schema every agent-purpose request carries (``None`` without ``output_type``)."""
+        return None if self._output is None else self._output.schema
+
+    def output_value(self, text: str) -> OutputT:
+        """``text`` (a run's output, e.g. ``RunCompleted.output``) as the agent's answer type:
+        validated into ``output_type`` (``InvalidOutputError`` if it is not valid), or the text
+        itself for an agent without one."""
+        if self._output is None:
+            return text  # type: ignore[return-value]  # OutputT is str without output_type
+        value: OutputT = self._output.value(text)
+        return value
+
     def full_system_prompt(self) -> str:
-        """The system prompt as sent, with the degraded-tool instruction when there are tools."""
+        """The system prompt as sent, with the degraded-tool instruction when there are tools
+        and the answer's form when there is an ``output_type``."""
         parts = [self.system_prompt] if self.system_prompt else []
         if self.tools:
             parts.append(DEGRADED_TOOL_INSTRUCTION)
+        if self._output is not None:
+            parts.append(self._output.instruction())
         return "\n\n".join(parts)
 
 

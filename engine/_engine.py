@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Literal, Self, overload
+from typing import Any, Generic, Literal, Self, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskGroup
@@ -46,7 +46,7 @@ from agentledger.replay import (
     run_whatif,
 )
 
-from ._agent import Agent
+from ._agent import Agent, OutputT
 from ._errors import (
     EngineError,
     InvalidInputError,
@@ -79,14 +79,22 @@ _DEFAULT_REDACTION = Redactor()
 Sink = Callable[[RecordedEvent], None]
 """Called with every event the engine appends, after it commits (e.g. ``JsonLinesSink``)."""
 
+T = TypeVar("T")
+
 
 class RunNotFoundError(EngineError):
     """Raised when a run id names no run in the store."""
 
 
 @dataclass(frozen=True, slots=True)
-class RunResult:
-    """Where a run stands after ``run``/``resume`` returned: its status, answer and spend."""
+class RunResult(Generic[OutputT]):
+    """Where a run stands after ``run``/``resume`` returned: its status, answer and spend.
+
+    ``value`` is the answer as the agent's output type: for an agent with ``output_type=M`` an
+    instance of ``M`` (``output`` then holds its JSON), else the ``output`` text; ``None`` unless
+    the run completed. It is rebuilt from ``output`` by validation, so it is left out of
+    equality: two results of one log are equal whichever agent typed them.
+    """
 
     run_id: str
     status: RunStatus
@@ -97,10 +105,16 @@ class RunResult:
     flagged: bool = False
     error: str | None = None
     pending_confirmations: tuple[str, ...] = field(default_factory=tuple)
+    value: OutputT | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, state: RunState) -> RunResult:
-        """The result a run's state describes."""
+    def of(cls, state: RunState, agent: Agent[Any] | None = None) -> RunResult[Any]:
+        """The result a run's state describes; ``agent`` types its ``value`` (without it,
+        ``value`` is ``None``). Raises ``InvalidOutputError`` if a completed run's output is not
+        a valid ``output_type`` of ``agent`` (the type changed since the run validated it)."""
+        value = None
+        if agent is not None and state.status == "completed" and state.output is not None:
+            value = agent.output_value(state.output)
         return cls(
             run_id=state.run_id,
             status=state.status,
@@ -113,6 +127,7 @@ class RunResult:
             pending_confirmations=()
             if state.is_terminal
             else tuple(i for i, c in state.calls.items() if c.status == "awaiting_confirmation"),
+            value=value,
         )
 
 
@@ -164,7 +179,7 @@ class Engine:
         self,
         store: EventStore,
         *,
-        agents: Sequence[Agent] = (),
+        agents: Sequence[Agent[Any]] = (),
         clock: Clock | None = None,
         ids: IdSource | None = None,
         sink: Sink | None = None,
@@ -188,7 +203,7 @@ class Engine:
         self.budgets = budgets
         self.sizes = sizes or SizePolicy()
         self._sink = sink
-        self._agents = {a.name: a for a in agents}
+        self._agents: dict[str, Agent[Any]] = {a.name: a for a in agents}
         self._health = ToolHealthView(store, refresh_interval=health_refresh)
         day_folds, key_folds = ledger_folds(store)
         self._ledgers = LiveLedgers(day_folds)
@@ -197,7 +212,7 @@ class Engine:
         self._admit: EventFilter | None = _admit(self.redaction, self.sizes)
         """What every event passes through before it is folded and written."""
         self._active: dict[str, _Active] = {}
-        self._agent_ports: dict[int, tuple[Agent, Ports]] = {}
+        self._agent_ports: dict[int, tuple[Agent[Any], Ports]] = {}
         self._listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent | Delta]]] = (
             defaultdict(list)
         )
@@ -233,20 +248,22 @@ class Engine:
         # task group, which would have waited for them: they get a bounded wait here.
         await self._tool_tasks.aclose(_TOOL_CLOSE_GRACE)
 
-    def register(self, agent: Agent) -> None:
+    def register(self, agent: Agent[Any]) -> None:
         """Make ``agent`` resumable by its name in this engine."""
         self._agents[agent.name] = agent
 
     async def run(
         self,
-        agent: Agent,
+        agent: Agent[T],
         task: str,
         *,
         user_id: str = "anonymous",
         surface: str = "default",
         run_id: str | None = None,
-    ) -> RunResult:
+    ) -> RunResult[T]:
         """Start a run of ``agent`` on ``task`` and drive it until it ends or pauses.
+
+        The result is typed by the agent: ``RunResult[M]`` for an ``Agent(output_type=M)``.
 
         The run's ``RunStarted`` is written with its first write (after its first model reply,
         with a budget reservation, or with a failure), so a run that dies before that leaves
@@ -280,7 +297,7 @@ class Engine:
     @overload
     def stream(
         self,
-        agent: Agent,
+        agent: Agent[Any],
         task: str,
         *,
         user_id: str = ...,
@@ -292,7 +309,7 @@ class Engine:
     @overload
     def stream(
         self,
-        agent: Agent,
+        agent: Agent[Any],
         task: str,
         *,
         user_id: str = ...,
@@ -304,7 +321,7 @@ class Engine:
     @overload
     def stream(
         self,
-        agent: Agent,
+        agent: Agent[Any],
         task: str,
         *,
         user_id: str = ...,
@@ -315,7 +332,7 @@ class Engine:
 
     async def stream(
         self,
-        agent: Agent,
+        agent: Agent[Any],
         task: str,
         *,
         user_id: str = "anonymous",
@@ -365,9 +382,19 @@ class Engine:
         if failure:
             raise failure[0]
 
+    @overload
     async def resume(
-        self, run_id: str, *, agent: Agent | None = None, takeover: bool = False
-    ) -> RunResult:
+        self, run_id: str, *, agent: None = None, takeover: bool = False
+    ) -> RunResult[Any]: ...
+
+    @overload
+    async def resume(
+        self, run_id: str, *, agent: Agent[T], takeover: bool = False
+    ) -> RunResult[T]: ...
+
+    async def resume(
+        self, run_id: str, *, agent: Agent[Any] | None = None, takeover: bool = False
+    ) -> RunResult[Any]:
         """Continue a run after a crash, a restart or an approval; a no-op for ended runs.
 
         A model request left without answer is made again; a side effect left in flight is
@@ -390,10 +417,10 @@ class Engine:
                         "engine does not know; pass it to Engine(agents=[...]) or resume(agent=...)"
                     )
             if state.is_terminal:
-                return RunResult.of(state)
+                return RunResult.of(state, agent)
             awaiting = any(c.status == "awaiting_confirmation" for c in state.calls.values())
             if state.status == "paused" and awaiting:
-                return RunResult.of(state)
+                return RunResult.of(state, agent)
             until = None if takeover else in_flight_until(state)
             if until is not None and self.clock.now() < until:
                 raise RunBusyError(
@@ -470,7 +497,7 @@ class Engine:
         """The run's budget ledger: settled spend and open reservations."""
         return fold_ledger(await self.store.read_stream(run_stream(run_id)))
 
-    async def replay(self, run_id: str, *, agent: Agent | None = None) -> ReplayReport:
+    async def replay(self, run_id: str, *, agent: Agent[Any] | None = None) -> ReplayReport:
         """Run ``run_id`` again from its own log with ``agent`` (default: the registered agent of
         that name) and report the first divergence. No model is called, no tool runs, and
         nothing is written to this engine's store.
@@ -489,7 +516,7 @@ class Engine:
         self,
         runs: RunFilter | Iterable[str] | None = None,
         *,
-        agent: Agent | Mapping[str, Agent] | None = None,
+        agent: Agent[Any] | Mapping[str, Agent[Any]] | None = None,
         concurrency: int = 4,
         progress: Callable[[ReplayProgress], None] | None = None,
     ) -> ReplayBatch:
@@ -504,7 +531,7 @@ class Engine:
         entry of ``errors``, not an exception. Nothing is written to the store.
         """
         if isinstance(agent, Agent):
-            overrides: Mapping[str, Agent] = {agent.name: agent}
+            overrides: Mapping[str, Agent[Any]] = {agent.name: agent}
             if runs is None:
                 runs = RunFilter(agent=agent.name)
         else:
@@ -529,7 +556,7 @@ class Engine:
         run_id: str,
         *,
         at_version: int | None = None,
-        agent: Agent | None = None,
+        agent: Agent[Any] | None = None,
         new_run_id: str | None = None,
         user_id: str | None = None,
         surface: str | None = None,
@@ -581,7 +608,7 @@ class Engine:
     async def whatif(
         self,
         runs: RunFilter | Iterable[str],
-        agent: Agent,
+        agent: Agent[Any],
         *,
         at_version: int | None = None,
         concurrency: int = 4,
@@ -621,7 +648,7 @@ class Engine:
                 run_id, at_version=at_version, agent=agent, user_id=user_id, surface=surface
             )
 
-        async def go_on(fork_id: str) -> RunResult:
+        async def go_on(fork_id: str) -> RunResult[Any]:
             return await self.resume(fork_id, agent=agent)
 
         return await run_whatif(
@@ -635,9 +662,20 @@ class Engine:
             progress=progress,
         )
 
-    async def result(self, run_id: str) -> RunResult:
-        """Where the run stands, from the store."""
-        return RunResult.of(await self.load(run_id))
+    @overload
+    async def result(self, run_id: str) -> RunResult[Any]: ...
+
+    @overload
+    async def result(self, run_id: str, *, agent: Agent[T]) -> RunResult[T]: ...
+
+    async def result(self, run_id: str, *, agent: Agent[Any] | None = None) -> RunResult[Any]:
+        """Where the run stands, from the store. Its ``value`` is typed by ``agent`` (default:
+        the agent of the run's name this engine knows; none: ``value`` is ``None``), rebuilt
+        from the recorded output: the same value the run returned."""
+        state = await self.load(run_id)
+        if agent is None and state.started is not None:
+            agent = self._agents.get(state.started.agent)
+        return RunResult.of(state, agent)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -678,7 +716,7 @@ class Engine:
     def _recorder(self, state: RunState) -> Recorder:
         return Recorder(self.store, self.ids, state, self._publish, self._admit)
 
-    def _ports(self, agent: Agent) -> Ports:
+    def _ports(self, agent: Agent[Any]) -> Ports:
         # An agent is immutable, so its ports are made once (the entry keeps the agent alive,
         # so its id cannot be reused by another while it is here).
         known = self._agent_ports.get(id(agent))
@@ -690,7 +728,7 @@ class Engine:
         self._agent_ports[id(agent)] = (agent, ports)
         return ports
 
-    def _live_ports(self, agent: Agent) -> Ports:
+    def _live_ports(self, agent: Agent[Any]) -> Ports:
         models = {m.name: m for m in agent.models}
         if agent.summary_model is not None:
             models[agent.summary_model.name] = agent.summary_model
@@ -716,7 +754,9 @@ class Engine:
             gate=OpenGate(),
         )
 
-    async def _drive(self, active: _Active, recorder: Recorder, agent: Agent) -> RunResult:
+    async def _drive(
+        self, active: _Active, recorder: Recorder, agent: Agent[Any]
+    ) -> RunResult[Any]:
         active.recorder = recorder
         with active.scope:
             try:
@@ -731,7 +771,7 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 await recorder.settle()
                 await cancel_run(recorder, self.clock, self.ids, active.cancel_reason)
-        return RunResult.of(recorder.state)
+        return RunResult.of(recorder.state, agent)
 
     async def _awaiting(self, run_id: str, call_id: str) -> RunState:
         state = await self.load(run_id)

@@ -475,12 +475,14 @@ class MemoryCompacted(EventBase):
 
 
 class CriticVerdict(EventBase):
-    """The critic judged an answer: by code (``deterministic``) or by a model (``llm``)."""
+    """The critic judged an answer: by code (``deterministic``) or by a model (``llm``); or
+    (``output``) the answer was validated against the agent's ``output_type``, before the
+    critic's own checks."""
 
     type: Literal["critic_verdict"] = "critic_verdict"
     agent: str
     accepted: bool
-    method: Literal["deterministic", "llm"] = "deterministic"
+    method: Literal["deterministic", "llm", "output"] = "deterministic"
     checks: tuple[CheckResult, ...] = ()
     revision: int = 0
 

@@ -78,6 +78,8 @@ def _after(row: CriticStats | None, verdict: CriticVerdict) -> CriticStats:
     checks = dict(current.checks)
     for result in verdict.checks:
         checks[result.name] = checks.get(result.name, _NONE).add(result.passed)
+    if verdict.method == "output":  # the output type's validation: a check, not a verdict
+        return replace(current, checks=MappingProxyType(checks))
     if verdict.method == "llm":
         return replace(
             current, llm=current.llm.add(verdict.accepted), checks=MappingProxyType(checks)

@@ -130,11 +130,13 @@ class ModelCallState:
 @dataclass(frozen=True)
 class CriticProgress:
     """What the critic said about the answer of ``turn``: the code checks' verdict, and the
-    judge's once it has spoken (``final``)."""
+    judge's once it has spoken (``final``); before both, for an agent with an output type, the
+    verdict of the answer's validation (``output``)."""
 
     turn: int
     code: CriticVerdict | None = None
     final: CriticVerdict | None = None
+    output: CriticVerdict | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,8 @@ class RunState:
     """Revisions the critic has asked for so far."""
     revision_turn: int = 0
     """The turn whose answer was last sent back for revision."""
+    output_revisions: int = 0
+    """How many of ``revision`` sent back an answer that was not a valid output type."""
     error: str | None = None
 
     @property
@@ -478,11 +482,13 @@ def _compacted(state: RunState, event: MemoryCompacted, version: int) -> Changes
 
 
 def _verdict(state: RunState, event: CriticVerdict, version: int) -> Changes:
-    if event.method == "deterministic":
-        return {"critic": CriticProgress(state.turn, code=event)}
+    if event.method == "output":
+        return {"critic": CriticProgress(state.turn, output=event)}
     progress = state.critic
     if progress is None or progress.turn != state.turn:
         progress = CriticProgress(state.turn)
+    if event.method == "deterministic":
+        return {"critic": CriticProgress(state.turn, code=event, output=progress.output)}
     return {"critic": _replace(progress, final=event), "judge_reply": None, "model_call": None}
 
 
@@ -490,9 +496,20 @@ def _revision(state: RunState, event: RevisionRequested, version: int) -> Change
     text = event.message or "Please revise your answer. Issues:\n" + "\n".join(
         f"- {issue}" for issue in event.issues
     )
+    # A revision follows the verdict that asked for it: an output verdict with no code verdict
+    # after it sent back an answer that was not valid output (counted apart from the critic's).
+    progress = state.critic
+    invalid_output = (
+        progress is not None
+        and progress.turn == state.turn
+        and progress.code is None
+        and progress.output is not None
+        and not progress.output.accepted
+    )
     return {
         "revision": event.revision,
         "revision_turn": state.turn,
+        "output_revisions": state.output_revisions + invalid_output,
         "messages": (*state.messages, UserMessage(content=text)),
         "message_versions": (*state.message_versions, version),
     }

@@ -129,6 +129,13 @@ class FallBack(Command):
 
 
 @dataclass(slots=True)
+class CheckOutput(Command):
+    """Validate the turn's answer against the agent's output type (before the critic)."""
+
+    answer: str
+
+
+@dataclass(slots=True)
 class CheckAnswer(Command):
     """Run the critic's code checks on the turn's answer."""
 

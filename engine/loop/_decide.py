@@ -17,6 +17,7 @@ from agentledger.projections._run_state import ModelCallState, RunState
 from ._commands import (
     AbandonRequest,
     CheckAnswer,
+    CheckOutput,
     Command,
     Compact,
     Complete,
@@ -30,7 +31,7 @@ from ._commands import (
     Stop,
 )
 from ._decide_tools import tool_step
-from ._requests import compaction_plan, model_chain
+from ._requests import compaction_plan, model_chain, output_failure
 
 STOP = Stop()
 
@@ -81,21 +82,33 @@ def _before_reply(state: RunState, agent: Agent) -> Command:
 
 
 def _answer_step(state: RunState, agent: Agent) -> Command:
-    """The model answered without tool calls: judge the answer, then complete the run."""
-    critic = agent.critic
-    if critic is None:
-        return Complete(state.last_answer)
+    """The model answered without tool calls: validate the answer against the output type,
+    judge it, then complete the run."""
     if state.revision_turn == state.turn:  # sent back for revision: the model tries again
         return _next_turn(state, agent)
     progress = state.critic
-    if progress is None or progress.turn != state.turn or progress.code is None:
-        return CheckAnswer(state.last_answer)
+    if progress is not None and progress.turn != state.turn:
+        progress = None  # verdicts on an earlier turn's answer
+    answer = state.last_answer
+    structured = agent.structured
+    if structured is not None:
+        if progress is None or progress.output is None:
+            return CheckOutput(answer)
+        checked = structured.check(answer)
+        if not (progress.output.accepted and checked.valid):  # no revision left
+            return Fail("invalid_output", output_failure(state, agent, checked))
+        answer = checked.json  # the critic and the run's output see the JSON, unfenced
+    critic = agent.critic
+    if critic is None:
+        return Complete(answer)
+    if progress is None or progress.code is None:
+        return CheckAnswer(answer)
     if progress.final is None and critic.wants_judge(progress.code.checks):
         if state.judge_reply is not None:
             return Judge(state.judge_reply)
         return _model_step(state, agent, ModelCallState("judge"))
     final = progress.final or progress.code
-    return Complete(state.last_answer, flagged=not final.accepted)
+    return Complete(answer, flagged=not final.accepted)
 
 
 def _model_step(state: RunState, agent: Agent, call: ModelCallState) -> Command:

@@ -28,6 +28,7 @@ from ._commands import (
     AskConfirmation,
     CheckAnswer,
     CheckKey,
+    CheckOutput,
     Claim,
     Command,
     Compact,
@@ -52,6 +53,7 @@ from ._perform_model import abandon_request, fall_back, request_model, retry, se
 from ._perform_run import (
     cancellation,
     check_answer,
+    check_output,
     compact,
     complete,
     fail,
@@ -82,6 +84,7 @@ _PURE: dict[type[Command], Callable[[Any, Step, Recorder], None]] = {
     AbandonRequest: abandon_request,
     Retry: retry,
     FallBack: fall_back,
+    CheckOutput: check_output,
     CheckAnswer: check_answer,
     Judge: judge,
     Reject: reject,

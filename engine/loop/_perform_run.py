@@ -4,7 +4,7 @@ what a cancellation records."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from agentledger.engine._agent import Agent
 from agentledger.engine.models._model import ModelReply
@@ -28,7 +28,7 @@ from agentledger.events import (
 )
 from agentledger.projections._run_state import RunState, ToolCallState
 
-from ._commands import CheckAnswer, Compact, Complete, Fail, Judge, Pause, StartTurn
+from ._commands import CheckAnswer, CheckOutput, Compact, Complete, Fail, Judge, Pause, StartTurn
 from ._perform_model import ledger_entry, release
 from ._perform_tools import key_entry
 from ._ports import Clock, IdSource
@@ -46,6 +46,27 @@ def compact(command: Compact, step: Step, writer: Writer) -> None:
     writer.stage(
         [MemoryCompacted(**step.span(step.ports.ids.new_id(), step.turn_span), **command.fields)]
     )
+
+
+def check_output(command: CheckOutput, step: Step, writer: Writer) -> None:
+    """Validate the answer against the agent's output type; an invalid one goes back to the
+    model with one issue per error, while the agent's ``output_revisions`` last."""
+    structured = step.agent.structured
+    assert structured is not None
+    checked = structured.check(command.answer)
+    result = structured.check_result(checked)
+    events: list[Event] = [_verdict(step, checked.valid, "output", (result,))]
+    state = step.state
+    if not checked.valid and state.output_revisions < step.agent.output_revisions:
+        events.append(
+            RevisionRequested(
+                **step.span(step.ports.ids.new_id(), state.turn_span_id),
+                revision=state.revision + 1,
+                issues=checked.issues,
+                message=structured.revision_message(checked.issues),
+            )
+        )
+    writer.stage(events)
 
 
 def check_answer(command: CheckAnswer, step: Step, writer: Writer) -> None:
@@ -82,7 +103,7 @@ def judge(command: Judge, step: Step, writer: Writer) -> None:
 def _verdict(
     step: Step,
     accepted: bool,
-    method: Literal["deterministic", "llm"],
+    method: Literal["deterministic", "llm", "output"],
     checks: tuple[CheckResult, ...],
 ) -> CriticVerdict:
     return CriticVerdict(
@@ -99,7 +120,8 @@ def _revision(step: Step, accepted: bool, issues: tuple[str, ...]) -> list[Event
     critic = step.agent.critic
     assert critic is not None
     revision = step.state.revision
-    if accepted or not issues or not critic.may_revise(revision):
+    # The critic's own revisions count against its limit, not those of invalid output.
+    if accepted or not issues or not critic.may_revise(revision - step.state.output_revisions):
         return []
     return [
         RevisionRequested(
@@ -186,7 +208,7 @@ def cancellation(
 
 
 def run_started(
-    agent: Agent, run_id: str, task: str, *, user_id: str, surface: str, at: datetime
+    agent: Agent[Any], run_id: str, task: str, *, user_id: str, surface: str, at: datetime
 ) -> RunStarted:
     """The first event of a new run of ``agent``."""
     return RunStarted(

@@ -15,6 +15,7 @@ from pydantic import TypeAdapter
 
 from agentledger.engine._agent import Agent
 from agentledger.engine.models._model import Model, ModelRequest, Sampling
+from agentledger.engine.policies._output import OutputCheck
 from agentledger.events import ModelPurpose
 from agentledger.projections._memory_view import CompactionPlan, memory_view, plan_compaction
 from agentledger.projections._messages import Message, SystemMessage, UserMessage
@@ -65,6 +66,7 @@ def build_request(state: RunState, agent: Agent, purpose: ModelPurpose) -> Model
             messages=messages,
             tools=agent.tool_specs,
             max_tokens=agent.max_tokens,
+            output=agent.output_schema,
             tool_choice=agent.tool_choice,
             sampling=agent.sampling,
         )
@@ -80,7 +82,27 @@ def build_request(state: RunState, agent: Agent, purpose: ModelPurpose) -> Model
         )
     critic = agent.critic
     assert critic is not None and critic.judge is not None and state.started is not None
-    return critic.judge.request(state.started.task, state.last_answer)
+    return critic.judge.request(state.started.task, final_answer(state, agent))
+
+
+def final_answer(state: RunState, agent: Agent) -> str:
+    """The answer the critic and the run's output see: the model's last text, or for an agent
+    with an output type its JSON without a fence."""
+    structured = agent.structured
+    if structured is None:
+        return state.last_answer
+    return structured.check(state.last_answer).json
+
+
+def output_failure(state: RunState, agent: Agent, checked: OutputCheck) -> str:
+    """Why a run ends ``invalid_output``: the type, the revisions spent and the last errors."""
+    structured = agent.structured
+    assert structured is not None
+    issues = "; ".join(checked.issues) or "the output type changed since it was validated"
+    return (
+        f"the answer is not a valid {structured.name} after {state.output_revisions} "
+        f"revision(s): {issues}"
+    )
 
 
 def request_body(request: ModelRequest) -> bytes:

@@ -45,6 +45,7 @@ from agentledger.engine.tools._tool_keys import canonical_arguments, idempotency
 from agentledger.engine.tools._tool_validation import RejectedCall, ValidCall, validate_call
 from agentledger.engine.tools._tools import Reconciled, Tool, ToolContext, to_json_value, tool
 from agentledger.events import event_line
+from agentledger.projections._conversation import Conversation, ConversationRun
 from agentledger.projections._memory_view import MemoryPolicy
 from agentledger.projections._run_filter import RunFilter
 from agentledger.replay import (
@@ -61,6 +62,10 @@ from ._agent import DEGRADED_TOOL_INSTRUCTION, Agent, BreakerPolicy, RetryPolicy
 from ._engine import Engine, RunNotFoundError, RunResult, Sink
 from ._errors import (
     AgentConfigError,
+    ConversationBusyError,
+    ConversationConflictError,
+    ConversationError,
+    ConversationNotFoundError,
     EngineError,
     InvalidInputError,
     ModelConnectionError,
@@ -98,6 +103,12 @@ __all__ = [
     "Check",
     "Citations",
     "Clock",
+    "Conversation",
+    "ConversationBusyError",
+    "ConversationConflictError",
+    "ConversationError",
+    "ConversationNotFoundError",
+    "ConversationRun",
     "Critic",
     "CriticConfigError",
     "Delta",

@@ -17,19 +17,28 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from agentledger.events import (
+    ConcurrencyError,
     ConfirmationApproved,
     ConfirmationDenied,
+    ConversationContinued,
     CorruptEventError,
+    Event,
     EventStore,
     ModelCallRequested,
     RecordedEvent,
     RunStarted,
     Usage,
 )
+from agentledger.projections._conversation import Conversation
 from agentledger.projections._run_filter import RunFilter, find_runs
 from agentledger.projections._run_state import RunState, RunStatus, fold_run
 from agentledger.projections._spend import LedgerState, fold_ledger
-from agentledger.projections._streams import day_stream, is_run_stream, run_stream
+from agentledger.projections._streams import (
+    conversation_stream,
+    day_stream,
+    is_run_stream,
+    run_stream,
+)
 from agentledger.projections._tool_health import ToolHealthView
 from agentledger.replay import (
     ReplayBatch,
@@ -47,7 +56,10 @@ from agentledger.replay import (
 )
 
 from ._agent import Agent, OutputT
+from ._conversations import Continuation, continuation, conversation_view
 from ._errors import (
+    ConversationConflictError,
+    ConversationNotFoundError,
     EngineError,
     InvalidInputError,
     RunActiveError,
@@ -106,6 +118,8 @@ class RunResult(Generic[OutputT]):
     error: str | None = None
     pending_confirmations: tuple[str, ...] = field(default_factory=tuple)
     value: OutputT | None = field(default=None, compare=False)
+    conversation_id: str | None = None
+    """The conversation the run belongs to, if any (pass it to continue the conversation)."""
 
     @classmethod
     def of(cls, state: RunState, agent: Agent[Any] | None = None) -> RunResult[Any]:
@@ -128,6 +142,7 @@ class RunResult(Generic[OutputT]):
             if state.is_terminal
             else tuple(i for i, c in state.calls.items() if c.status == "awaiting_confirmation"),
             value=value,
+            conversation_id=state.started.conversation_id if state.started else None,
         )
 
 
@@ -260,6 +275,8 @@ class Engine:
         user_id: str = "anonymous",
         surface: str = "default",
         run_id: str | None = None,
+        conversation_id: str | None = None,
+        follows: str | None = None,
     ) -> RunResult[T]:
         """Start a run of ``agent`` on ``task`` and drive it until it ends or pauses.
 
@@ -269,6 +286,14 @@ class Engine:
         with a budget reservation, or with a failure), so a run that dies before that leaves
         nothing to resume. Raises ``RunExistsError`` if ``run_id`` names a stored run and
         ``RunActiveError`` if this engine is driving that id right now.
+
+        ``conversation_id`` and/or ``follows`` (a run id) make the run the next one of a
+        conversation: it continues the conversation's last run (which must have ended) and is
+        sent the earlier runs' tasks and answers before its task (see ``docs/conversations.md``).
+        Raises ``ConversationBusyError`` while that run goes on, ``ConversationConflictError``
+        if another run continued the conversation first (nothing of this run is recorded) or
+        ``follows`` is not its last run, and ``ConversationNotFoundError`` if ``follows`` names
+        no run.
         """
         given = run_id is not None
         run_id = check_id("run_id", run_id) if given else self.ids.new_id()
@@ -286,11 +311,35 @@ class Engine:
             if given and await self.store.stream_version(run_stream(run_id)) > 0:
                 raise RunExistsError(f"run {run_id!r} already exists; use resume()")
             recorder = self._recorder(RunState(run_id=run_id))
+            joining = await self._joining(conversation_id, follows, agent)
+            at = self.clock.now()
             started = run_started(
-                agent, run_id, task, user_id=user_id, surface=surface, at=self.clock.now()
+                agent,
+                run_id,
+                task,
+                user_id=user_id,
+                surface=surface,
+                at=at,
+                conversation_id=joining.conversation_id if joining else None,
+                follows=joining.follows_id if joining else None,
             )
-            recorder.stage([started])
-            return await self._drive(active, recorder, agent)
+            if joining is None:
+                recorder.stage([started])
+                return await self._drive(active, recorder, agent)
+            continued = joining.continued(run_id, at)
+            opening: list[Event] = [started] if continued is None else [started, continued]
+            # The join rides on the run's first write: of two runs continuing one
+            # conversation, the second's first write fails as a whole.
+            recorder.stage(opening, joining.join(run_id, at, self.ids))
+            try:
+                return await self._drive(active, recorder, agent)
+            except ConcurrencyError as exc:
+                if exc.stream_id != conversation_stream(joining.conversation_id):
+                    raise
+                raise ConversationConflictError(
+                    f"conversation {joining.conversation_id!r} was continued by another run "
+                    f"meanwhile; run {run_id!r} was not recorded"
+                ) from None
         finally:
             del self._active[run_id]
 
@@ -303,6 +352,8 @@ class Engine:
         user_id: str = ...,
         surface: str = ...,
         run_id: str | None = ...,
+        conversation_id: str | None = ...,
+        follows: str | None = ...,
         deltas: Literal[False] = ...,
     ) -> AsyncIterator[RecordedEvent]: ...
 
@@ -315,6 +366,8 @@ class Engine:
         user_id: str = ...,
         surface: str = ...,
         run_id: str | None = ...,
+        conversation_id: str | None = ...,
+        follows: str | None = ...,
         deltas: Literal[True],
     ) -> AsyncIterator[RecordedEvent | Delta]: ...
 
@@ -327,6 +380,8 @@ class Engine:
         user_id: str = ...,
         surface: str = ...,
         run_id: str | None = ...,
+        conversation_id: str | None = ...,
+        follows: str | None = ...,
         deltas: bool,
     ) -> AsyncIterator[RecordedEvent | Delta]: ...
 
@@ -338,6 +393,8 @@ class Engine:
         user_id: str = "anonymous",
         surface: str = "default",
         run_id: str | None = None,
+        conversation_id: str | None = None,
+        follows: str | None = None,
         deltas: bool = False,
     ) -> AsyncIterator[RecordedEvent | Delta]:
         """Start a run like ``run`` and yield its events as they are appended.
@@ -364,7 +421,15 @@ class Engine:
         async def run() -> None:
             with send:
                 try:
-                    await self.run(agent, task, user_id=user_id, surface=surface, run_id=run_id)
+                    await self.run(
+                        agent,
+                        task,
+                        user_id=user_id,
+                        surface=surface,
+                        run_id=run_id,
+                        conversation_id=conversation_id,
+                        follows=follows,
+                    )
                 except Exception as exc:
                     failure.append(exc)
                 finally:
@@ -573,6 +638,10 @@ class Engine:
         for a version the run cannot go on from (past its end, after it ended, a model request
         or tool call in flight there), ``RunNotFoundError``, ``RunExistsError`` for a stored
         ``new_run_id``, and ``RunParkedError`` for a damaged event.
+
+        A fork of a run of a conversation starts with the history that run was sent (its start
+        is version 2 then), and names the conversation, but does not join it: the
+        conversation goes on from its own last run.
         """
         check_id("run_id", run_id)
         new_id = check_id("new_run_id", new_run_id) if new_run_id else self.ids.new_id()
@@ -580,6 +649,9 @@ class Engine:
         if not recorded or not isinstance(recorded[0].event, RunStarted):
             raise RunNotFoundError(f"no run {run_id!r} in the store")
         version = 1 if at_version is None else at_version
+        if version == 1 and len(recorded) > 1:
+            # A conversation's history is part of a run's start (written with it).
+            version = 2 if isinstance(recorded[1].event, ConversationContinued) else 1
         fork_state(recorded, version)
         original = recorded[0].event
         user = check_id("user_id", user_id) if user_id is not None else original.user_id
@@ -593,7 +665,14 @@ class Engine:
             check_text("the system prompt", agent.full_system_prompt(), self.sizes.max_input_text)
             # Not registered: an experiment must not replace the agent its name resumes.
             opening = run_started(
-                agent, new_id, original.task, user_id=user, surface=where, at=self.clock.now()
+                agent,
+                new_id,
+                original.task,
+                user_id=user,
+                surface=where,
+                at=self.clock.now(),
+                conversation_id=original.conversation_id,
+                follows=original.follows,
             )
         opening = lineage(opening, forked_from=run_id, at_version=version)
         self._take(new_id)
@@ -662,6 +741,16 @@ class Engine:
             progress=progress,
         )
 
+    async def conversation(self, conversation_id: str) -> Conversation:
+        """The conversation's runs in order, each with its status, task and answer.
+
+        Raises ``ConversationNotFoundError`` if no run joined ``conversation_id``.
+        """
+        convo = await conversation_view(self.store, check_id("conversation_id", conversation_id))
+        if convo is None:
+            raise ConversationNotFoundError(f"no conversation {conversation_id!r} in the store")
+        return convo
+
     @overload
     async def result(self, run_id: str) -> RunResult[Any]: ...
 
@@ -678,6 +767,23 @@ class Engine:
         return RunResult.of(state, agent)
 
     # -- internals -------------------------------------------------------------------------
+
+    async def _joining(
+        self, conversation_id: str | None, follows: str | None, agent: Agent[Any]
+    ) -> Continuation | None:
+        """Where a new run goes in its conversation, if it names one (checked, not written)."""
+        if conversation_id is None and follows is None:
+            return None
+        return await continuation(
+            self.store,
+            conversation_id=None
+            if conversation_id is None
+            else check_id("conversation_id", conversation_id),
+            follows=None if follows is None else check_id("follows", follows),
+            policy=agent.memory,
+            # Without a memory policy the history still fits in one event.
+            max_bytes=2 * self.sizes.max_model_text,
+        )
 
     async def _run_events(self, run_id: str) -> list[RecordedEvent]:
         """The run's stream, every event decoded: ``RunParkedError`` for a damaged one (a

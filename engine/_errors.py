@@ -168,3 +168,20 @@ def model_error_class(name: str) -> type[ModelError]:
             return cls
         classes.extend(cls.__subclasses__())
     return ModelError
+
+
+class ConversationError(EngineError):
+    """Raised when a run cannot continue the conversation it names (the root of these)."""
+
+
+class ConversationBusyError(ConversationError):
+    """Raised when a run would continue a conversation whose last run has not ended."""
+
+
+class ConversationConflictError(ConversationError):
+    """Raised when a run would continue a conversation another run continued first, or a run
+    that is not the conversation's last, or names a conversation its followed run is not of."""
+
+
+class ConversationNotFoundError(ConversationError):
+    """Raised when a conversation id, or the run a run follows, names nothing in the store."""

@@ -8,7 +8,7 @@ called, because every port answers from the tape.
 
 from __future__ import annotations
 
-from agentledger.events import EventStore, RunStarted
+from agentledger.events import ConversationContinued, EventStore, RunStarted
 from agentledger.projections._run_state import RunState, fold_run
 from agentledger.projections._streams import run_stream
 from agentledger.replay import TapeAnswers
@@ -39,9 +39,19 @@ class ReplayDriver:
             user_id=started.user_id,
             surface=started.surface,
             at=answers.clock.now(),
+            conversation_id=started.conversation_id,
+            follows=started.follows,
         )
         answers.check_start(opening)
-        recorder.stage([opening])
+        # A conversation's history is what the recording read from the run it follows: it
+        # is taken as recorded (like a port's answer), so the replay needs no other run, and
+        # the conversation's stream is not the replay's to join.
+        recorded = answers.tape.events
+        history = recorded[1].event if len(recorded) > 1 else None
+        if isinstance(history, ConversationContinued):
+            recorder.stage([opening, history])
+        else:
+            recorder.stage([opening])
         await drive(recorder, self._agent, _ports(answers), self._budgets)
 
     async def resume(self, store: EventStore, answers: TapeAnswers) -> None:

@@ -496,6 +496,49 @@ class RevisionRequested(EventBase):
     message: str = ""
 
 
+# -- conversations -----------------------------------------------------------------------------
+
+
+class Exchange(_Frozen):
+    """One earlier run of a conversation as a later run sees it: its task and its answer."""
+
+    run_id: str
+    task: str
+    answer: str
+
+
+class ConversationContinued(EventBase):
+    """The history a run of a conversation starts from, read from the run it ``follows``.
+
+    Written right after ``RunStarted`` (in the same append), so the run's own stream holds
+    everything its requests are built from: ``exchanges`` are the earlier runs' tasks and answers
+    sent verbatim, oldest first; ``summary`` stands for the exchanges before them (truncated,
+    bounded by the memory policy); ``summarised_runs`` names the runs whose exchanges this event
+    moved into the summary (the ones earlier runs had already moved are named by theirs).
+    ``follows_version`` is the version of the followed run's stream that was read.
+    """
+
+    type: Literal["conversation_continued"] = "conversation_continued"
+    conversation_id: str
+    follows: str
+    follows_version: int = 0
+    summary: str = ""
+    exchanges: tuple[Exchange, ...] = ()
+    summarised_runs: tuple[str, ...] = ()
+
+
+class ConversationJoined(EventBase):
+    """A run joined a conversation (stream ``conversation-<id>``), continuing ``follows``.
+
+    Appended with the conversation's expected version in the same append as the run's first
+    write, so of two runs racing to continue one conversation only one is recorded.
+    """
+
+    type: Literal["conversation_joined"] = "conversation_joined"
+    conversation_id: str
+    follows: str | None = None
+
+
 Event = Annotated[
     RunStarted
     | TurnStarted
@@ -529,7 +572,9 @@ Event = Annotated[
     | BudgetExceeded
     | MemoryCompacted
     | CriticVerdict
-    | RevisionRequested,
+    | RevisionRequested
+    | ConversationContinued
+    | ConversationJoined,
     Field(discriminator="type"),
 ]
 """Every event the engine records, discriminated by its ``type`` tag."""

@@ -71,6 +71,12 @@ class MemoryPolicy:
     keep_recent_turns: int = 2
     summary_max_tokens: int = 512
     estimator: Estimator = estimate_tokens
+    keep_recent_exchanges: int = 4
+    """Of a conversation's earlier runs, how many exchanges (task and answer) at most are sent
+    verbatim; older ones are truncated into the conversation's summary."""
+    history_max_tokens: int | None = None
+    """The ceiling of a conversation's history in what is sent (default: half of
+    ``compact_at``), so the run's own turns keep the rest."""
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -81,12 +87,26 @@ class MemoryPolicy:
             raise ValueError("MemoryPolicy.keep_recent_turns cannot be negative")
         if self.summary_max_tokens < 1:
             raise ValueError("MemoryPolicy.summary_max_tokens must be at least 1")
+        if self.keep_recent_exchanges < 0:
+            raise ValueError("MemoryPolicy.keep_recent_exchanges cannot be negative")
+        if self.history_max_tokens is not None and not 0 <= self.history_max_tokens <= (
+            self.compact_at
+        ):
+            raise ValueError("MemoryPolicy.history_max_tokens must be between 0 and compact_at")
         if self.summary_reserve_tokens >= self.compact_at:
             # Every summary would by itself fill the view up to the threshold.
             raise ValueError(
                 f"MemoryPolicy.compact_at ({self.compact_at}) must be above the room a summary "
                 f"takes ({self.summary_reserve_tokens} tokens: summary_max_tokens plus heading)"
             )
+
+    @property
+    def history_tokens(self) -> int:
+        """The ceiling of a conversation's history: ``history_max_tokens`` or half of
+        ``compact_at``."""
+        if self.history_max_tokens is not None:
+            return self.history_max_tokens
+        return self.compact_at // 2
 
     @property
     def summary_reserve_tokens(self) -> int:

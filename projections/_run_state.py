@@ -24,6 +24,8 @@ from agentledger.events import (
     ConfirmationApproved,
     ConfirmationDenied,
     ConfirmationRequested,
+    ConversationContinued,
+    ConversationJoined,
     CriticVerdict,
     Event,
     MemoryCompacted,
@@ -57,6 +59,7 @@ from agentledger.events import (
     Usage,
 )
 
+from ._conversation import with_history
 from ._messages import AssistantMessage, Message, SystemMessage, ToolResultMessage, UserMessage
 from ._tool_results import (
     tool_result_degraded,
@@ -193,6 +196,8 @@ class RunState:
     output_revisions: int = 0
     """How many of ``revision`` sent back an answer that was not a valid output type."""
     error: str | None = None
+    conversation: ConversationContinued | None = None
+    """The history the run was started with, for a run that continues a conversation."""
 
     @property
     def is_terminal(self) -> bool:
@@ -466,6 +471,17 @@ def _started(state: RunState, event: RunStarted, version: int) -> Changes:
     }
 
 
+def _continued(state: RunState, event: ConversationContinued, version: int) -> Changes:
+    if state.conversation is not None or state.turn or not state.messages:
+        return {}  # history opens a run, once: anywhere else it changes nothing
+    messages, versions = with_history(state.messages, state.message_versions, event, version)
+    return {"conversation": event, "messages": messages, "message_versions": versions}
+
+
+def _joined(state: RunState, event: ConversationJoined, version: int) -> Changes:
+    return {}  # written to the conversation's stream, never to a run's
+
+
 def _turn(state: RunState, event: TurnStarted, version: int) -> Changes:
     return {"turn": event.turn, "turn_span_id": event.span_id, "calls": {}}
 
@@ -573,6 +589,8 @@ _HANDLERS: dict[str, Callable[[RunState, Any, int], Changes]] = {
     "memory_compacted": _compacted,
     "critic_verdict": _verdict,
     "revision_requested": _revision,
+    "conversation_continued": _continued,
+    "conversation_joined": _joined,
 }
 """Every event type's handler (a test checks the catalog has no type without one)."""
 

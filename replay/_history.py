@@ -27,6 +27,11 @@ entries left out that precede the run's last event: a run whose decisions read t
 day cap reached by other runs, a result reused from another run) replays differently in a store
 that lacks them, so export those runs together (all of a user's runs: ``RunFilter(user_id=...)``).
 
+A run of a conversation takes its join of the conversation's stream (``conversation-<id>``)
+along, like a ledger entry: export a conversation's runs together and the target lists the
+conversation and can continue it. Replaying a run needs none of that: the history it was sent
+is recorded in its own stream (``ConversationContinued``).
+
 **Import** appends every event again with its event id, in the file's order, so a run's stream
 gets exactly its versions and ledger entries keep their order relative to the run's events
 (which replay relies on). It is idempotent by event id: an event already in the store with the
@@ -68,9 +73,11 @@ from agentledger.events import (
 from agentledger.events import ConcurrencyError as _StoreConcurrencyError
 from agentledger.projections._run_filter import RunFilter, find_runs
 from agentledger.projections._streams import (
+    CONVERSATION_PREFIX,
     DAY_PREFIX,
     KEY_PREFIX,
     RUN_PREFIX,
+    conversation_stream,
     day_stream,
     key_stream,
     run_stream,
@@ -211,6 +218,10 @@ def _ledgers_of(recorded: RecordedEvent) -> Iterator[str]:
     if recorded.type in _LEDGER_TYPES:
         event: Any = recorded.event
         yield day_stream(event.user_id, event.day)
+    elif recorded.type == "run_started":
+        conversation = getattr(recorded.event, "conversation_id", None)
+        if conversation:
+            yield conversation_stream(conversation)
     elif recorded.type.startswith("tool_"):
         key = getattr(recorded.event, "idempotency_key", None)
         if key:
@@ -355,7 +366,7 @@ def _check_membership(line: _Line, runs: set[str], heads: dict[str, int]) -> Non
                 line.number, f"version {line.version} of its run's stream, expected {expected}"
             )
         heads[stream] = line.version
-    elif not stream.startswith((DAY_PREFIX, KEY_PREFIX)):
+    elif not stream.startswith((DAY_PREFIX, KEY_PREFIX, CONVERSATION_PREFIX)):
         raise HistoryFormatError(line.number, "the stream is neither a run's nor a ledger")
 
 

@@ -27,6 +27,7 @@ from agentledger.events import SqliteEventStore
 READ_COMMANDS = [
     ["runs"],
     ["show", "x"],
+    ["conversation", "c"],
     ["spend", "ada"],
     ["critic", "a"],
     ["health"],
@@ -65,6 +66,7 @@ def test_help_lists_every_command_and_the_exit_statuses() -> None:
         "demo",
         "runs",
         "show",
+        "conversation",
         "spend",
         "critic",
         "health",

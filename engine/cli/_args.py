@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(commands.add("demo", "run the demo agent (scripted model unless --model)"))
     _runs(commands.add("runs", "list runs, newest first", json=True))
     _show(commands.add("show", "one run: a summary, then its timeline as a tree", json=True))
+    conversation = commands.add("conversation", "a conversation's runs, oldest first", json=True)
+    conversation.add_argument("conversation_id", metavar="ID", help="the conversation id")
     spend = commands.add("spend", "a user's settled spend per day", json=True)
     spend.add_argument("user", help="the user id")
     critic = commands.add("critic", "an agent's critic accept rate per run, per check", json=True)
@@ -161,6 +163,7 @@ def _runs(runs: argparse.ArgumentParser) -> None:
     runs.add_argument(
         "--limit", type=positive_int, default=20, help="at most this many (default: 20)"
     )
+    runs.add_argument("--conversation", metavar="ID", help="only the runs of this conversation")
 
 
 def _show(show: argparse.ArgumentParser) -> None:

@@ -68,9 +68,15 @@ def detail(event: Event) -> str:
                 if event.forked_from
                 else ""
             )
+            convo = (
+                f"; conversation {event.conversation_id}"
+                + (f" after {event.follows}" if event.follows else "")
+                if event.conversation_id
+                else ""
+            )
             return (
                 f"{event.agent} on {event.model} for {event.user_id} ({event.surface}): "
-                f"{clip(event.task)!r}{fork}"
+                f"{clip(event.task)!r}{fork}{convo}"
             )
         case "turn_started":
             return f"turn {event.turn}"
@@ -170,4 +176,19 @@ def detail(event: Event) -> str:
             return f"{event.method}: rejected (revision {event.revision}): {failed}"
         case "revision_requested":
             return f"revision {event.revision}: " + "; ".join(event.issues)
+        case "conversation_continued":
+            summarised = (
+                f"; truncated into the summary: {', '.join(event.summarised_runs)}"
+                if event.summarised_runs
+                else ""
+            )
+            summary = f", a summary of {len(event.summary):,} characters" if event.summary else ""
+            return (
+                f"after {event.follows} (v{event.follows_version}): "
+                f"{len(event.exchanges)} earlier exchanges{summary}{summarised}"
+            )
+        case "conversation_joined":
+            return f"joined {event.conversation_id}" + (
+                f" after {event.follows}" if event.follows else ""
+            )
     return ""

@@ -20,6 +20,7 @@ from agentledger.projections import ProjectionError, RunFilterError
 from agentledger.replay import ReplayError
 
 from ._args import build_parser
+from ._conversation_cmd import command as conversation
 from ._demo_cmd import command as demo
 from ._errors import EXIT_NOT_FOUND, EXIT_USAGE, CliError
 from ._health import command as health
@@ -39,6 +40,7 @@ COMMANDS: dict[str, Command] = {
     "demo": demo,
     "runs": runs,
     "show": show,
+    "conversation": conversation,
     "spend": spend,
     "critic": critic,
     "health": health,

@@ -9,12 +9,13 @@ what is shown is checked against the log as it is now.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from rich.text import Text
 
+from agentledger.engine._conversations import conversation_view
 from agentledger.events import CorruptEventError, EventStore
 from agentledger.projections import (
     ParkedStream,
@@ -103,17 +104,20 @@ async def select_runs(
     status: str | None = None,
     prefix: str = "",
     limit: int = 20,
+    only: Collection[str] | None = None,
 ) -> list[RunRow]:
     """The runs ``wanted`` keeps (agent, user, start window), newest first, at most ``limit``,
-    with ``status`` (``parked`` included: a damaged run, whatever the index says) and an id
-    starting with ``prefix``."""
+    with ``status`` (``parked`` included: a damaged run, whatever the index says), an id
+    starting with ``prefix`` and, given ``only``, in it."""
     rows, parked = await run_index(store)
     candidates = replace(wanted, newest_first=True, limit=None).select(rows)
     selected: list[RunRow] = []
     for summary in candidates:
         if len(selected) >= limit:
             break
-        if not summary.run_id.startswith(prefix):
+        if not summary.run_id.startswith(prefix) or (
+            only is not None and summary.run_id not in only
+        ):
             continue
         damage = parked.get(summary.run_id) or await damage_in(store, summary.run_id)
         row = RunRow(summary.run_id, summary, damage)
@@ -122,7 +126,7 @@ async def select_runs(
     if wanted == RunFilter() and status in (None, "parked"):
         # A run whose very first event is damaged is not in the index at all.
         for run_id in sorted(parked.keys() - rows.keys()):
-            if run_id.startswith(prefix):
+            if run_id.startswith(prefix) and (only is None or run_id in only):
                 selected.append(RunRow(run_id, None, parked[run_id]))
     return selected[:limit]
 
@@ -187,12 +191,19 @@ async def command(options: argparse.Namespace, out: Output) -> int:
         started_until=options.until,
     )
     async with open_store(options.db) as store:
+        only = None
+        if options.conversation is not None:
+            convo = await conversation_view(store, options.conversation)
+            if convo is None:
+                raise NotFoundError(f"no conversation {options.conversation!r} in this log")
+            only = {run.run_id for run in convo.runs}
         rows = await select_runs(
             store,
             wanted,
             status=options.status,
             prefix=options.prefix or "",
             limit=options.limit,
+            only=only,
         )
     if options.json:
         out.json([run_json(row) for row in rows])

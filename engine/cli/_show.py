@@ -210,6 +210,9 @@ def _header(out: Output, run_id: str, row: RunSummary | None, timeline: Timeline
             fields.append(("forked", text(f"from {row.forked_from}")))
     for event in timeline.root.events():
         if event.type == "run_started":
+            if event.conversation_id:
+                after = f", after {event.follows}" if event.follows else ""
+                fields.append(("conversation", text(f"{event.conversation_id}{after}")))
             fields.append(("task", text(clip(event.task.replace("\n", " "), 160))))
         elif event.type == "run_completed":
             fields.append(("output", text(clip(event.output.replace("\n", " "), 160))))

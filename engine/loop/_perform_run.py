@@ -208,9 +208,17 @@ def cancellation(
 
 
 def run_started(
-    agent: Agent[Any], run_id: str, task: str, *, user_id: str, surface: str, at: datetime
+    agent: Agent[Any],
+    run_id: str,
+    task: str,
+    *,
+    user_id: str,
+    surface: str,
+    at: datetime,
+    conversation_id: str | None = None,
+    follows: str | None = None,
 ) -> RunStarted:
-    """The first event of a new run of ``agent``."""
+    """The first event of a new run of ``agent`` (of a conversation, following a run)."""
     return RunStarted(
         run_id=run_id,
         span_id=run_id,
@@ -221,6 +229,8 @@ def run_started(
         user_id=user_id,
         surface=surface,
         system_prompt=agent.full_system_prompt(),
+        conversation_id=conversation_id,
+        follows=follows,
     )
 
 

@@ -16,7 +16,8 @@ Events that open or close nothing (a retry's back-off, a fallback, a skipped tie
 verdict, a pause) become span events of the span they belong to while it is open, else of the
 run's span. Of the budget's bookkeeping only a request's reservation is kept (an attribute of its
 chat span); what the call cost is on the chat span already. Every span carries the run id as
-``gen_ai.conversation.id``.
+``gen_ai.conversation.id``, or the id of its conversation when it continues one (and its run
+span links the run it follows).
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class SpanBuilder:
     def __init__(self, *, provider_of: ProviderOf = default_provider) -> None:
         self._provider_of = provider_of
         self._run_id: str | None = None
+        self._conversation_id: str | None = None
         self._open: dict[str, _Open] = {}
         self._turns: dict[str, int] = {}
         self._usage = [0, 0, 0]
@@ -171,7 +173,7 @@ class SpanBuilder:
         parent = None if event.span_id == event.run_id else event.run_id
         if isinstance(event, ToolTierFailed):
             parent = event.parent_span_id
-        attributes[n.GEN_AI_CONVERSATION_ID] = event.run_id
+        attributes[n.GEN_AI_CONVERSATION_ID] = self._conversation_id or event.run_id
         span = _Open(name, kind, event.span_id, parent, start or event.at, attributes)
         turn = self._turns.get(event.parent_span_id or "")
         if turn is not None:
@@ -258,6 +260,7 @@ class SpanBuilder:
             n.RUN_SURFACE: event.surface,
         }
         self._provider(attributes, event.model)
+        self._conversation_id = event.conversation_id
         span = self._open_span(event, f"invoke_agent {event.agent}", "internal", attributes)
         if event.forked_from is not None:
             attributes[n.RUN_FORKED_FROM] = event.forked_from
@@ -265,6 +268,13 @@ class SpanBuilder:
                 attributes[n.RUN_FORKED_AT_VERSION] = event.forked_at_version
             origin = event.forked_from
             span.links = ((run_trace_id(origin), span_id_of(origin, origin)),)
+        if event.follows is not None:
+            # The run of the conversation this one continues: a trace of its own, linked.
+            attributes[n.RUN_FOLLOWS] = event.follows
+            span.links = (
+                *span.links,
+                (run_trace_id(event.follows), span_id_of(event.follows, event.follows)),
+            )
         return []
 
     def _turn(self, event: TurnStarted) -> list[SpanRecord]:

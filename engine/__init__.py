@@ -41,6 +41,16 @@ from agentledger.engine.policies._critic import Critic
 from agentledger.engine.policies._output import OUTPUT_CHECK_NAME, InvalidOutputError
 from agentledger.engine.policies._redaction import Redactor
 from agentledger.engine.policies._sizes import SizePolicy
+from agentledger.engine.tools._mcp import IDEMPOTENCY_META_KEY as MCP_IDEMPOTENCY_META_KEY
+from agentledger.engine.tools._mcp import (
+    McpConfigError,
+    McpConnectionError,
+    McpError,
+    McpServer,
+    McpToolError,
+    McpToolSettings,
+    McpUnavailableError,
+)
 from agentledger.engine.tools._tool_keys import canonical_arguments, idempotency_key
 from agentledger.engine.tools._tool_validation import RejectedCall, ValidCall, validate_call
 from agentledger.engine.tools._tools import Reconciled, Tool, ToolContext, to_json_value, tool
@@ -91,6 +101,7 @@ from .models._model import DeltaSink, ModelDelta, StreamingModel, TextDelta, Too
 __all__ = [
     "DEGRADED_TOOL_INSTRUCTION",
     "JUDGE_CHECK_NAME",
+    "MCP_IDEMPOTENCY_META_KEY",
     "OUTPUT_CHECK_NAME",
     "Agent",
     "AgentConfigError",
@@ -124,6 +135,13 @@ __all__ = [
     "JudgeVerdict",
     "LLMJudge",
     "MaxLength",
+    "McpConfigError",
+    "McpConnectionError",
+    "McpError",
+    "McpServer",
+    "McpToolError",
+    "McpToolSettings",
+    "McpUnavailableError",
     "MemoryPolicy",
     "Model",
     "ModelConnectionError",

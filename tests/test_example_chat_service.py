@@ -143,7 +143,19 @@ async def test_a_conversation_streams_over_http(served: Served) -> None:
         assert shown.status_code == 200
         runs = shown.json()["runs"]
         assert [r["run_id"] for r in runs] == [first.answer["run_id"], second.answer["run_id"]]
-        assert runs[1]["value"] == second.answer["value"]
+        assert [r["message"] for r in runs] == [
+            "What's the weather in Paris?",
+            "Should I pack an umbrella there?",
+        ]
+        assert runs[1]["follows"] == first.answer["run_id"]
+        assert [r["value"] for r in runs] == [first.answer["value"], second.answer["value"]]
+        assert runs[0]["tools"] == [
+            {
+                "tool": "forecast",
+                "arguments": {"city": "Paris"},
+                "result": {"city": "Paris", "conditions": "light rain", "temperature_c": 18},
+            }
+        ]
 
     # The log holds the MCP tool's result, and each run replays without calling anything.
     run_ids = [first.answer["run_id"], second.answer["run_id"]]

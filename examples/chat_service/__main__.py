@@ -12,6 +12,8 @@ from pathlib import Path
 
 import uvicorn
 
+from agentledger.engine.models._wire import WIRE_PROFILES
+
 from .app import create_app
 from .service import Settings
 
@@ -23,10 +25,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", type=Path, default=Path("chat.db"), help="the SQLite event log")
     parser.add_argument("--model", help="a model of an OpenAI-compatible server (default: demo)")
     parser.add_argument("--base-url", help="that server's URL, e.g. http://127.0.0.1:8080/v1")
+    parser.add_argument(
+        "--server",
+        choices=sorted(WIRE_PROFILES),
+        default="openai",
+        help="which kind of server it is (how it wants requests)",
+    )
     options = parser.parse_args(argv)
     if options.base_url and not options.model:
         parser.error("--base-url needs --model")
-    settings = Settings(db=options.db, model=options.model, base_url=options.base_url)
+    settings = Settings(
+        db=options.db, model=options.model, base_url=options.base_url, server=options.server
+    )
     listening = socket.create_server((options.host, options.port))
     host, port = listening.getsockname()[:2]
     model = options.model or "the scripted demo model"

@@ -70,10 +70,10 @@ def create_app(settings: Settings) -> Starlette:
     async def conversation(request: Request) -> Response:
         service: ChatService = request.app.state.service
         conversation_id = request.path_params["conversation_id"]
-        runs = await service.conversation(conversation_id)
-        if not runs:
+        found = await service.conversation(conversation_id)
+        if found is None:
             return JSONResponse({"error": f"no conversation {conversation_id!r}"}, 404)
-        return JSONResponse({"conversation_id": conversation_id, "runs": runs})
+        return JSONResponse(found)
 
     routes = [
         Route("/", page),

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-try:  # the mcp SDK renamed FastMCP to MCPServer in its 2.0
-    from mcp.server.mcpserver import MCPServer as Server
-except ImportError:  # mcp 1.x
-    from mcp.server.fastmcp import FastMCP as Server  # type: ignore[no-redef,attr-defined,unused-ignore]
+from mcp.server.mcpserver import MCPServer
 
 FORECASTS: dict[str, tuple[str, int]] = {
     "paris": ("light rain", 18),
@@ -28,8 +25,8 @@ def forecast(city: str) -> dict[str, Any]:
     return {"city": city, "conditions": conditions, "temperature_c": temperature}
 
 
-server = Server("forecasts")
-server.tool()(forecast)
+server = MCPServer("forecasts")
+server.tool()(forecast)  # called, not applied as a decorator: the function keeps its types
 
 if __name__ == "__main__":
     server.run("stdio")

@@ -23,6 +23,8 @@ function line(cls, text) {
 async function send(message) {
   line("user", message);
   const answer = line("answer", "");
+  const pieces = new Map();  // call id -> its text so far; a failed call's is dropped
+  const show = () => { answer.textContent = [...pieces.values()].join(""); };
   const response = await fetch("/chat", {method: "POST",
     headers: {"content-type": "application/json"},
     body: JSON.stringify({message, conversation_id: conversation})});
@@ -38,7 +40,10 @@ async function send(message) {
       const name = (block.match(/^event: (.*)$/m) || [])[1];
       const data = JSON.parse((block.match(/^data: (.*)$/m) || [])[1]);
       if (name === "conversation") conversation = data.conversation_id;
-      if (name === "delta") answer.textContent += data.text;
+      if (name === "delta") {
+        pieces.set(data.call_id, (pieces.get(data.call_id) || "") + data.text); show();
+      }
+      if (name === "discard") { pieces.delete(data.call_id); show(); }
       if (name === "tool") line("tool", data.phase === "call"
         ? `calls ${data.tool}(${JSON.stringify(data.arguments)})`
         : `${data.tool} -> ${JSON.stringify(data.result ?? data.error)}`);
@@ -48,7 +53,8 @@ async function send(message) {
         pre.textContent = JSON.stringify(data.value, null, 1) + "\\nrun " + data.run_id;
         log.appendChild(pre);
       }
-      if (name === "error") line("tool", "error: " + data.error);
+      if (name === "error" || (name === "answer" && data.error))
+        line("tool", "error: " + data.error);
     }
   }
 }

@@ -1,9 +1,10 @@
 """The chat service without HTTP: an engine, the travel desk agent and its MCP tool server.
 
 ``ChatService.chat`` runs one message of a conversation and yields what the browser is sent:
-``delta`` (a piece of the answer's text, as the model streams it), ``tool`` (a tool call and
-its result), then ``answer`` (the run id, the text and the structured ``TravelAnswer``), or
-``error``. ``ChatService.conversation`` is the conversation so far, folded from the log.
+``delta`` (a piece of the answer's text, as the model streams it), ``discard`` (drop the pieces
+of a model call that failed: its retry streams again), ``tool`` (a tool call and its result),
+then ``answer`` (the run id, the text and the structured ``TravelAnswer``), or ``error``.
+``ChatService.conversation`` is the conversation so far, folded from the log.
 """
 
 from __future__ import annotations
@@ -16,27 +17,36 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, JsonValue
+from pydantic import JsonValue
 
 from agentledger.engine import (
     Agent,
+    ConversationNotFoundError,
+    Delta,
     Engine,
+    InvalidInputError,
+    McpServer,
     Model,
     OpenAIChatModel,
     Price,
+    RunResult,
     Tool,
-    ToolContext,
     lookup_price,
-    tool,
 )
+from agentledger.engine.models._model import TextDelta
+from agentledger.engine.models._wire import ServerName
 from agentledger.events import (
+    Event,
+    ModelCallFailed,
     ModelCallResponded,
+    RecordedEvent,
     SqliteEventStore,
     ToolArgumentsRejected,
     ToolCallDegraded,
     ToolCallIntended,
     ToolCallSucceeded,
 )
+from agentledger.projections import run_stream
 
 from .answer import TravelAnswer
 from .demo_model import DemoModel
@@ -48,9 +58,11 @@ SYSTEM_PROMPT = (
     "A question that names no city is about the city of the conversation's earlier messages."
 )
 MCP_SERVER = (sys.executable, str(Path(__file__).with_name("mcp_server.py")))
-"""The command that starts the tool server."""
+"""The command that starts the tool server: this Python, the script beside this file."""
+USER = "browser"
+"""Whom the runs are charged to; a real service would name the signed-in user."""
 
-EventName = Literal["conversation", "delta", "tool", "answer", "error"]
+EventName = Literal["conversation", "delta", "discard", "tool", "answer", "error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +78,14 @@ class Settings:
     """How the service runs: where its log is, and which model it asks.
 
     Without ``model`` it runs on the scripted ``DemoModel`` (no key, no network); with it, on an
-    OpenAI-compatible server at ``base_url`` (OpenAI's API when ``None``, with
+    OpenAI-compatible ``server`` at ``base_url`` (OpenAI's API when ``None``, with
     ``$OPENAI_API_KEY``). ``delay`` is the demo model's pause between streamed pieces.
     """
 
     db: Path = Path("chat.db")
     model: str | None = None
     base_url: str | None = None
+    server: ServerName = "openai"
     delay: float = 0.03
     mcp_command: Sequence[str] = field(default=MCP_SERVER)
 
@@ -82,13 +95,15 @@ def build_model(settings: Settings) -> tuple[Model, dict[str, Price]]:
     listed: it is counted as free)."""
     if settings.model is None:
         return DemoModel(delay=settings.delay), {}
-    model = OpenAIChatModel(settings.model, base_url=settings.base_url)
+    model = OpenAIChatModel(settings.model, server=settings.server, base_url=settings.base_url)
     if settings.base_url is None or lookup_price(settings.model) is not None:
         return model, {}
     return model, {settings.model: Price(input_per_mtok=Decimal(0), output_per_mtok=Decimal(0))}
 
 
-def build_agent(model: Model, tools: Sequence[Tool[Any]], prices: Mapping[str, Price]) -> Agent:
+def build_agent(
+    model: Model, tools: Sequence[Tool[Any]], prices: Mapping[str, Price]
+) -> Agent[TravelAnswer]:
     """The travel desk: ``model`` with the MCP server's ``tools`` and a structured answer."""
     return Agent(
         name=AGENT_NAME,
@@ -97,50 +112,98 @@ def build_agent(model: Model, tools: Sequence[Tool[Any]], prices: Mapping[str, P
         tools=list(tools),
         prices=dict(prices),
         max_tokens=512,
-        # TODO(i10-structured): output_type=TravelAnswer
+        output_type=TravelAnswer,
     )
 
 
 class ChatService:
     """Runs the messages of conversations through the engine and folds conversations back."""
 
-    def __init__(self, engine: Engine, agent: Agent) -> None:
+    def __init__(self, engine: Engine, agent: Agent[TravelAnswer]) -> None:
         self.engine = engine
         self.agent = agent
 
     async def chat(self, conversation_id: str | None, message: str) -> AsyncIterator[ChatEvent]:
-        """Run ``message`` as the next turn of ``conversation_id`` (a new conversation if
+        """Run ``message`` as the next run of ``conversation_id`` (a new conversation if
         ``None``) and yield the events the client is sent, the ``answer`` last."""
         conversation = conversation_id or self.engine.ids.new_id()
         run_id = self.engine.ids.new_id()
         yield ChatEvent("conversation", {"conversation_id": conversation, "run_id": run_id})
-        # TODO(i10-convo): conversation_id=conversation
-        # TODO(i10-stream): text deltas as the model streams them
-        async for recorded in self.engine.stream(
-            self.agent, message, user_id="browser", run_id=run_id
+        streamed: set[str] = set()  # model calls whose text came as deltas
+        async for item in self.engine.stream(
+            self.agent,
+            message,
+            user_id=USER,
+            run_id=run_id,
+            conversation_id=conversation,
+            deltas=True,
         ):
-            for event in _client_events(recorded.event):
+            if isinstance(item, Delta):
+                if isinstance(item.delta, TextDelta):
+                    streamed.add(item.call_id)
+                    yield ChatEvent("delta", {"text": item.delta.text, "call_id": item.call_id})
+                continue
+            for event in _client_events(item, streamed):
                 yield event
-        result = await self.engine.result(run_id)
-        yield ChatEvent("answer", _answer(conversation, run_id, result.status, result.output))
+        result = await self.engine.result(run_id, agent=self.agent)
+        yield ChatEvent("answer", _answer(conversation, result))
 
-    async def conversation(self, conversation_id: str) -> list[dict[str, JsonValue]]:
-        """The runs of a conversation, oldest first: each message, answer and tool calls."""
-        # TODO(i10-convo): the engine's conversation projection
-        return []
+    async def conversation(self, conversation_id: str) -> dict[str, JsonValue] | None:
+        """The conversation's runs, oldest first: each message, answer, structured value and
+        tool calls; ``None`` if there is no such conversation."""
+        try:
+            found = await self.engine.conversation(conversation_id)
+        except (ConversationNotFoundError, InvalidInputError):
+            return None
+        runs: list[JsonValue] = []
+        for run in found.runs:
+            value = None
+            if run.status == "completed" and run.output is not None:
+                value = self.agent.output_value(run.output).model_dump(mode="json")
+            runs.append(
+                {
+                    "run_id": run.run_id,
+                    "follows": run.follows,
+                    "status": run.status,
+                    "message": run.task,
+                    "answer": run.output,
+                    "value": value,
+                    "tools": await self._tool_calls(run.run_id),
+                }
+            )
+        return {"conversation_id": found.conversation_id, "runs": runs}
+
+    async def _tool_calls(self, run_id: str) -> list[JsonValue]:
+        """The run's tool calls with their results, as its log has them."""
+        calls: dict[str, dict[str, JsonValue]] = {}
+        for recorded in await self.engine.store.read_stream(run_stream(run_id)):
+            event = recorded.event
+            if isinstance(event, ToolCallIntended):
+                calls[event.call_id] = {"tool": event.tool_name, "arguments": event.arguments}
+            elif isinstance(event, ToolCallSucceeded) and event.call_id in calls:
+                calls[event.call_id]["result"] = event.result
+        return list(calls.values())
 
 
-def _client_events(event: object) -> list[ChatEvent]:
+def _client_events(recorded: RecordedEvent, streamed: set[str]) -> list[ChatEvent]:
     """What the client is told about one of the run's events."""
+    event: Event = recorded.event
     if isinstance(event, ToolCallIntended):
         return [_tool("call", event.call_id, event.tool_name, {"arguments": event.arguments})]
     if isinstance(event, ToolCallSucceeded):
         return [_tool("result", event.call_id, event.tool_name, {"result": event.result})]
     if isinstance(event, ToolArgumentsRejected | ToolCallDegraded):
         return [_tool("error", event.call_id, event.tool_name, {"error": event.type})]
-    if isinstance(event, ModelCallResponded) and event.text and not event.tool_calls:
-        # TODO(i10-stream): until the model streams, the whole text is one delta
-        return [ChatEvent("delta", {"text": event.text})]
+    if isinstance(event, ModelCallFailed) and event.call_id in streamed:
+        return [ChatEvent("discard", {"call_id": event.call_id})]
+    if (
+        isinstance(event, ModelCallResponded)
+        and event.purpose == "agent"
+        and event.text
+        and event.call_id not in streamed
+    ):
+        # A model that cannot stream: its whole text is one piece.
+        return [ChatEvent("delta", {"text": event.text, "call_id": event.call_id})]
     return []
 
 
@@ -148,44 +211,29 @@ def _tool(phase: str, call_id: str, name: str, extra: Mapping[str, JsonValue]) -
     return ChatEvent("tool", {"phase": phase, "call_id": call_id, "tool": name, **extra})
 
 
-def _answer(
-    conversation: str, run_id: str, status: str, output: str | None
-) -> dict[str, JsonValue]:
-    value: JsonValue = None
-    if output is not None:
-        try:  # TODO(i10-structured): the engine's typed value
-            value = TravelAnswer.model_validate_json(output).model_dump(mode="json")
-        except ValueError:
-            value = None
+def _answer(conversation: str, result: RunResult[TravelAnswer]) -> dict[str, JsonValue]:
+    value = result.value.model_dump(mode="json") if result.value is not None else None
     return {
         "conversation_id": conversation,
-        "run_id": run_id,
-        "status": status,
-        "text": output,
+        "run_id": result.run_id,
+        "status": result.status,
+        "text": result.output,
         "value": value,
+        "error": result.error,
     }
-
-
-class _ForecastArgs(BaseModel):
-    city: str
-
-
-@tool
-async def forecast(args: _ForecastArgs, ctx: ToolContext) -> dict[str, Any]:
-    """Today's forecast for a city (TODO(i10-mcp): from the MCP server instead)."""
-    from .mcp_server import forecast as served
-
-    return served(args.city)
 
 
 @asynccontextmanager
 async def open_service(settings: Settings) -> AsyncIterator[ChatService]:
-    """The service with its log, tool server and engine open; all closed on exit."""
+    """The service with its log, MCP tool server and engine open; all closed on exit."""
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(SqliteEventStore(settings.db))
-        # TODO(i10-mcp): tools = McpServer.stdio(*settings.mcp_command)
-        tools: list[Tool[Any]] = [forecast]
+        command, *arguments = settings.mcp_command
+        server = await stack.enter_async_context(McpServer.stdio(command, arguments))
+        tools = await server.tools(include=["forecast"])
         model, prices = build_model(settings)
         agent = build_agent(model, tools, prices)
-        engine = await stack.enter_async_context(Engine(store, agents=[agent]))
+        # stream_models: every call streams, so the output cut-off protects the caps even
+        # when no one is listening.
+        engine = await stack.enter_async_context(Engine(store, agents=[agent], stream_models=True))
         yield ChatService(engine, agent)

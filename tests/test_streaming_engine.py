@@ -135,7 +135,7 @@ async def test_an_openai_stream_reaches_the_caller_and_the_log_holds_the_whole_r
             answered = check_deltas_make_the_replies(items)
             assert [len(r.tool_calls) for r in answered] == [2, 0]
             deltas = [i for i in items if isinstance(i, Delta)]
-            assert {(d.run_id, d.attempt) for d in deltas} == {("r1", 1)}
+            assert {(d.run_id, d.attempt, d.purpose) for d in deltas} == {("r1", 1, "agent")}
             assert len(deltas) > 20  # pieces, not whole replies
             result = await engine.result("r1")
             assert result.status == "completed"

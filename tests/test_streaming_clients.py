@@ -28,6 +28,7 @@ from agentledger.engine import (
     ModelRateLimitedError,
     ModelReply,
     ModelRequest,
+    ModelRequestError,
     ModelResponseError,
     ModelServerError,
     OpenAIChatModel,
@@ -353,3 +354,13 @@ async def test_a_chunk_that_is_not_json_is_a_malformed_reply() -> None:
         async with openai(url) as model:
             with pytest.raises(ModelResponseError, match="not JSON"):
                 await model.stream(ASK, lambda delta: None)
+
+
+async def test_a_server_that_does_not_stream_is_told_apart() -> None:
+    whole = (FIXTURES / "openai/after_tools.response.json").read_bytes()
+    answer = Stream([whole], content_type="application/json")
+    with sse_provider([lambda: answer]) as (url, _, _):
+        async with openai(url) as model:
+            with pytest.raises(ModelRequestError, match="JSON, not an event stream") as caught:
+                await model.stream(ASK, lambda delta: None)
+    assert not caught.value.retryable

@@ -900,7 +900,13 @@ class Engine:
         targets = tuple(listeners)
 
         def sink(piece: ModelDelta) -> None:
-            delta = Delta(requested.run_id, requested.call_id, requested.attempt, piece)
+            delta = Delta(
+                requested.run_id,
+                requested.call_id,
+                requested.attempt,
+                piece,
+                purpose=requested.purpose,
+            )
             for send in targets:
                 with suppress(anyio.BrokenResourceError):
                     send.send_nowait(delta)

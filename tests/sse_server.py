@@ -38,6 +38,7 @@ class Stream:
     events: Iterable[bytes]
     drop_after: int | None = None
     status: int = 200
+    content_type: str = "text/event-stream"
 
 
 Script = list[Callable[[], Stream]]
@@ -178,7 +179,7 @@ class _Streamer(BaseHTTPRequestHandler):
         self.asked.append((self.path, body))
         stream = self.script[min(len(self.asked), len(self.script)) - 1]()
         self.send_response(stream.status)
-        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-type", stream.content_type)
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
         written = 0

@@ -28,6 +28,7 @@ from agentledger.engine import (
     ModelRateLimitedError,
     ModelReply,
     ModelRequest,
+    ModelRequestError,
     ModelResponseError,
     ModelServerError,
     OpenAIChatModel,
@@ -239,6 +240,18 @@ async def test_a_server_that_ignores_the_limit_is_cut_off(wire: str) -> None:
     assert events_written < 10_000  # the server stopped writing: the client hung up
 
 
+async def test_a_tool_call_cut_mid_arguments_keeps_what_arrived() -> None:
+    # The documented stream: 13 pieces of text, then the tool input; 16 pieces cut it.
+    events = recorded("anthropic/stream_tool_use.sse")
+    request = ModelRequest(messages=[UserMessage(content="Weather?")], max_tokens=16)
+    with sse_provider([lambda: Stream(events)]) as (url, _, _):
+        reply, deltas = await streamed(anthropic(url), request)
+    (call,) = reply.tool_calls
+    assert call.arguments == joined(deltas)[1][0] == '{"location": "San Francisc'
+    assert (reply.finish_reason, reply.usage.output_tokens) == ("length", 16)
+    assert reply.usage.input_tokens == 472
+
+
 async def test_a_piece_packing_many_tokens_is_counted_by_its_text() -> None:
     head = {"object": "chat.completion.chunk", "model": "packer"}
     big = sse(head | {"choices": [{"index": 0, "delta": {"content": "word " * 200}}]})
@@ -341,3 +354,13 @@ async def test_a_chunk_that_is_not_json_is_a_malformed_reply() -> None:
         async with openai(url) as model:
             with pytest.raises(ModelResponseError, match="not JSON"):
                 await model.stream(ASK, lambda delta: None)
+
+
+async def test_a_server_that_does_not_stream_is_told_apart() -> None:
+    whole = (FIXTURES / "openai/after_tools.response.json").read_bytes()
+    answer = Stream([whole], content_type="application/json")
+    with sse_provider([lambda: answer]) as (url, _, _):
+        async with openai(url) as model:
+            with pytest.raises(ModelRequestError, match="JSON, not an event stream") as caught:
+                await model.stream(ASK, lambda delta: None)
+    assert not caught.value.retryable

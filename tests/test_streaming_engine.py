@@ -10,6 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anyio
+from hypothesis import HealthCheck, given, settings
 from pydantic import BaseModel
 from sse_server import (
     Stream,
@@ -36,7 +38,16 @@ from agentledger.engine import (
     ToolContext,
     tool,
 )
-from agentledger.engine.testing import FakeClock, ScriptedModel, SequentialIds, call, reply
+from agentledger.engine.testing import (
+    FakeClock,
+    ScriptedModel,
+    ScriptedRun,
+    SequentialIds,
+    call,
+    check_invariants,
+    reply,
+)
+from agentledger.engine.testing.strategies import scripted_runs
 from agentledger.events import (
     BudgetExceeded,
     BudgetReleased,
@@ -92,8 +103,11 @@ async def collect(
     return [item async for item in engine.stream(agent, task, deltas=True, **options)]
 
 
-def check_deltas_make_the_replies(items: list[RecordedEvent | Delta]) -> list[ModelCallResponded]:
-    """Every recorded reply is what its call's deltas add up to, and they all came before it."""
+def check_deltas_make_the_replies(
+    items: list[RecordedEvent | Delta], *, parsed: bool = False
+) -> list[ModelCallResponded]:
+    """Every recorded reply is what its call's deltas add up to, and they all came before it.
+    ``parsed``: tool arguments are compared as JSON values (Anthropic's are re-serialised)."""
     pieces: dict[str, list[Delta]] = defaultdict(list)
     answered: list[ModelCallResponded] = []
     for item in items:
@@ -115,8 +129,9 @@ def check_deltas_make_the_replies(items: list[RecordedEvent | Delta]) -> list[Mo
                     ids.setdefault(d.index, d.id)
             recorded_calls = event.tool_calls
             assert [ids[i] for i in sorted(ids)] == [c.id for c in recorded_calls]
-            assert [json.loads(arguments[i]) for i in sorted(arguments)] == [
-                json.loads(c.arguments) for c in recorded_calls
+            load = json.loads if parsed else str
+            assert [load(arguments[i]) for i in sorted(arguments)] == [
+                load(c.arguments) for c in recorded_calls
             ]
     return answered
 
@@ -135,7 +150,7 @@ async def test_an_openai_stream_reaches_the_caller_and_the_log_holds_the_whole_r
             answered = check_deltas_make_the_replies(items)
             assert [len(r.tool_calls) for r in answered] == [2, 0]
             deltas = [i for i in items if isinstance(i, Delta)]
-            assert {(d.run_id, d.attempt) for d in deltas} == {("r1", 1)}
+            assert {(d.run_id, d.attempt, d.purpose) for d in deltas} == {("r1", 1, "agent")}
             assert len(deltas) > 20  # pieces, not whole replies
             result = await engine.result("r1")
             assert result.status == "completed"
@@ -170,7 +185,7 @@ async def test_an_anthropic_stream_through_the_engine() -> None:
         )
         async with MemoryEventStore() as store, Engine(store, clock=FakeClock()) as engine:
             items = await collect(engine, agent, run_id="a1")
-            answered = check_deltas_make_the_replies(items)
+            answered = check_deltas_make_the_replies(items, parsed=True)
             assert [len(r.tool_calls) for r in answered] == [2, 0]
             assert answered[1].usage.cached_input_tokens == 1536
             assert (await engine.result("a1")).output == (
@@ -334,3 +349,40 @@ async def test_without_deltas_nothing_streams() -> None:
     async with MemoryEventStore() as store, Engine(store, clock=FakeClock()) as engine:
         items = [item async for item in engine.stream(agent, "Hi")]
     assert all(isinstance(item, RecordedEvent) for item in items)
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(run=scripted_runs([get_weather, lookup_order], max_turns=3))
+def test_a_streamed_run_logs_what_an_unstreamed_one_logs(run: ScriptedRun) -> None:
+    """Streaming changes what the caller sees, never the log: the same scripted run, with the
+    same clock and ids, records the same events streamed or not, and keeps every invariant."""
+
+    async def play(streamed: bool) -> tuple[list[Any], list[RecordedEvent | Delta]]:
+        agent = Agent(name="drawn", model=run.model(chunk=3), tools=[get_weather, lookup_order])
+        async with (
+            MemoryEventStore() as store,
+            Engine(store, clock=FakeClock(), ids=SequentialIds()) as engine,
+        ):
+            items = [
+                item async for item in engine.stream(agent, "Go.", run_id="p1", deltas=streamed)
+            ]
+            result = await engine.result("p1")
+            await check_invariants(engine, "p1", agent=agent, result=result)
+            logged = [(e.version, e.event) for e in await store.read_stream(run_stream("p1"))]
+        return logged, items
+
+    async def check() -> None:
+        plain, _ = await play(False)
+        streamed, items = await play(True)
+        assert streamed == plain
+        answered = check_deltas_make_the_replies(items)
+        assert len(answered) == sum(isinstance(e, ModelCallResponded) for _, e in plain)
+        failed = {e.call_id for _, e in plain if isinstance(e, ModelCallFailed)}
+        # Scripted failures happen before a reply is streamed: no failed call has pieces.
+        assert not {i.call_id for i in items if isinstance(i, Delta)} & failed
+
+    anyio.run(check)

@@ -194,7 +194,8 @@ class HttpModel:
 
         Leaving the block closes the response, also one not read to its end (the output
         cut-off): httpx then drops the connection rather than reading the rest. A non-2xx
-        status raises its ``ModelError`` as ``_post_json`` does; so does a transport failure
+        status raises its ``ModelError`` as ``_post_json`` does, a JSON answer (a server that
+        does not stream) a ``ModelRequestError``; so does a transport failure
         while the body is read (a dropped connection, a server closing mid-body), as a
         retryable ``ModelConnectionError`` or ``ModelTimeoutError``.
         """
@@ -210,6 +211,14 @@ class HttpModel:
                 if not response.is_success:
                     await response.aread()
                     raise error_for_status(self._model, response, url=self.url)
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    # A server that cannot stream answers whole: trying again will not help.
+                    await response.aread()
+                    raise ModelRequestError(
+                        self._model,
+                        f"the server answered JSON, not an event stream: {_snippet(response)!r}",
+                        status_code=response.status_code,
+                    )
                 yield response
         except httpx.TimeoutException as exc:
             raise ModelTimeoutError(

@@ -173,7 +173,8 @@ def carry_history(
         kept += 1
     dropped = exchanges[: len(exchanges) - kept]
     if not dropped:
-        return History(summary, exchanges, ())
+        # Clipped again: the run followed may have been of an agent with a larger summary.
+        return History(clip_start(summary, summary_limit(policy), estimator), exchanges, ())
     lines = [summary] if summary else []
     lines += [f"User: {e.task}\nAssistant: {e.answer}" for e in dropped]
     return History(

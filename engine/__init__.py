@@ -8,7 +8,7 @@ checkers, a fault-injecting store, Hypothesis strategies) lives in ``agentledger
 """
 
 from agentledger.engine.models._anthropic import AnthropicModel, anthropic_tool_schema
-from agentledger.engine.models._model import Model, ModelReply, ModelRequest, ToolSpec
+from agentledger.engine.models._model import Model, ModelReply, ModelRequest, Sampling, ToolSpec
 from agentledger.engine.models._openai import OpenAIChatModel, openai_tool_schema
 from agentledger.engine.models._pricing import (
     Price,
@@ -17,6 +17,7 @@ from agentledger.engine.models._pricing import (
     lookup_price,
     max_input_tokens,
 )
+from agentledger.engine.models._wire import WireProfile
 from agentledger.engine.policies._budget import (
     BudgetExceededReason,
     BudgetPolicy,
@@ -173,6 +174,7 @@ __all__ = [
     "RunNotFoundError",
     "RunParkedError",
     "RunResult",
+    "Sampling",
     "Sink",
     "SizePolicy",
     "StreamingModel",
@@ -190,6 +192,7 @@ __all__ = [
     "WhatIfError",
     "WhatIfProgress",
     "WhatIfReport",
+    "WireProfile",
     "anthropic_tool_schema",
     "approximate_tokens",
     "canonical_arguments",

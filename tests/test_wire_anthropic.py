@@ -99,7 +99,7 @@ def test_a_seed_and_a_temperature_above_one_are_refused() -> None:
     model = AnthropicModel(MODEL, api_key="k")
     with pytest.raises(AgentConfigError, match="Anthropic's messages API has no seed"):
         model.check_settings("auto", SAMPLING, ("lookup_order",))
-    with pytest.raises(AgentConfigError, match="temperature from 0 to 1, not 1.5"):
+    with pytest.raises(AgentConfigError, match=r"temperature from 0 to 1, not 1\.5"):
         model.check_settings("auto", Sampling(temperature=1.5), ())
     model.check_settings("required", Sampling(temperature=1.0, top_p=0.5, stop=("x",)), ("t",))
     # A request built by hand still cannot carry one silently.

@@ -106,9 +106,7 @@ def test_the_tool_turn_carries_what_each_server_accepts() -> None:
     assert openai == {k: v for k, v in recorded_null.items() if k != "max_tokens"}
     # ... and for llama.cpp the empty string it accepted, with tool_choice "auto" said out
     # loud: under chatml-function-calling a request without tool_choice offers no tools.
-    assert body_of("llama.cpp", "smollm2-135m", request) == recorded_empty | {
-        "tool_choice": "auto"
-    }
+    assert body_of("llama.cpp", "smollm2-135m", request) == recorded_empty | {"tool_choice": "auto"}
     assert body_of("ollama", "m", request)["messages"][1]["content"] == ""
     assert body_of("vllm", "m", request)["messages"][1]["content"] is None
 
@@ -156,9 +154,9 @@ async def test_llama_cpp_gets_the_output_limit_it_honours() -> None:
     request = ModelRequest(messages=request.messages, max_tokens=5)
     replies = Replies(200, load(f"{LLAMA}/05-max-completion-tokens-ignored.response.json"))
 
-    reply = await OpenAIChatModel(
-        "smollm2-135m", base_url=LOCAL, client=replies.client()
-    ).complete(request)
+    reply = await OpenAIChatModel("smollm2-135m", base_url=LOCAL, client=replies.client()).complete(
+        request
+    )
 
     assert replies.sent == [recorded]  # what the "openai" profile sends ...
     assert reply.usage.output_tokens == 979  # ... and what it got
@@ -250,7 +248,9 @@ async def test_structured_output(server: str) -> None:
 
 def test_tool_choice_per_server() -> None:
     def choice(server: str, tool_choice: str) -> Any:
-        body = body_of(server, "m", ModelRequest(messages=ASK, tools=[LOOKUP], tool_choice=tool_choice))
+        body = body_of(
+            server, "m", ModelRequest(messages=ASK, tools=[LOOKUP], tool_choice=tool_choice)
+        )
         return body.get("tool_choice", "-"), "tools" in body
 
     named = {"type": "function", "function": {"name": "lookup_order"}}
@@ -265,7 +265,9 @@ def test_tool_choice_per_server() -> None:
     assert choice("openai", "required") == ("required", True)
     assert choice("vllm", "required") == ("required", True)
     # Without tools, no tool_choice (OpenAI rejects one).
-    assert "tool_choice" not in body_of("openai", "m", ModelRequest(messages=ASK, tool_choice="none"))
+    assert "tool_choice" not in body_of(
+        "openai", "m", ModelRequest(messages=ASK, tool_choice="none")
+    )
     assert matches_file(
         body_of("vllm", "m", ModelRequest(messages=ASK, tools=[LOOKUP], tool_choice="required")),
         "vllm/04-tool-choice-required.request.json",

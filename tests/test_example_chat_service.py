@@ -24,11 +24,18 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # examples/ is not installed: it runs from the repository
     sys.path.insert(0, str(ROOT))
 
-from agentledger.engine import Engine  # noqa: E402
-from agentledger.engine.testing import tripwired  # noqa: E402
-from agentledger.events import SqliteEventStore, ToolCallSucceeded  # noqa: E402
-from examples.chat_service import Settings, TravelAnswer, create_app  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+
+from agentledger.engine import Engine, ToolContext, tool  # noqa: E402
+from agentledger.engine.testing import ScriptedModel, call, reply, tripwired  # noqa: E402
+from agentledger.events import MemoryEventStore, SqliteEventStore, ToolCallSucceeded  # noqa: E402
+from examples.chat_service import ChatService, Settings, TravelAnswer, create_app  # noqa: E402
 from examples.chat_service.demo_model import DemoModel  # noqa: E402
+from examples.chat_service.service import build_agent  # noqa: E402
+
+
+class City(BaseModel):
+    city: str
 
 
 @dataclass
@@ -184,3 +191,44 @@ async def test_bad_requests_get_one_clear_line(served: Served) -> None:
         assert unknown.status_code == 404
         page = await client.get("/")
         assert page.status_code == 200 and "/chat" in page.text
+
+
+async def test_an_answer_sent_back_for_revision_is_taken_back_from_the_client() -> None:
+    """An answer that is not a ``TravelAnswer`` streams, is discarded when the engine sends it
+    back, and the revised one streams after it: what the client keeps is the answer."""
+    forecast_args = {"city": "Paris"}
+    model = ScriptedModel(
+        [
+            reply(tool_calls=[call("forecast", forecast_args)]),
+            reply('{"reply": "Rainy.", "city": "Paris"}'),  # no temperature, no umbrella
+            reply(
+                TravelAnswer(
+                    reply="Rainy.", city="Paris", temperature_c=18, umbrella=True
+                ).model_dump_json()
+            ),
+        ],
+        chunk=5,
+    )
+
+    @tool
+    async def forecast(args: City, ctx: ToolContext) -> dict[str, str]:
+        """Stands in for the MCP server's tool."""
+        return {"city": args.city, "conditions": "light rain"}
+
+    agent = build_agent(model, [forecast], {})
+    async with MemoryEventStore() as store, Engine(store, agents=[agent]) as engine:
+        events = [e async for e in ChatService(engine, agent).chat(None, "Paris?")]
+    names = [e.name for e in events]
+    assert names.count("discard") == 1
+    discarded = next(e.data["call_id"] for e in events if e.name == "discard")
+    before = names.index("discard")
+    assert any(e.name == "delta" and e.data["call_id"] == discarded for e in events[:before])
+    kept = [e for e in events if e.name == "delta" and e.data["call_id"] != discarded]
+    (answer,) = [e.data for e in events if e.name == "answer"]
+    assert "".join(str(e.data["text"]) for e in kept) == answer["text"]
+    assert answer["value"] == {
+        "reply": "Rainy.",
+        "city": "Paris",
+        "temperature_c": 18,
+        "umbrella": True,
+    }

@@ -2,8 +2,9 @@
 
 ``ChatService.chat`` runs one message of a conversation and yields what the browser is sent:
 ``delta`` (a piece of the answer's text, as the model streams it), ``discard`` (drop the pieces
-of a model call that failed: its retry streams again), ``tool`` (a tool call and its result),
-then ``answer`` (the run id, the text and the structured ``TravelAnswer``), or ``error``.
+of a model call that failed, or of an answer sent back for a revision: the next call streams
+again), ``tool`` (a tool call and its result), then ``answer`` (the run id, the text and the
+structured ``TravelAnswer``), or ``error``.
 ``ChatService.conversation`` is the conversation so far, folded from the log.
 """
 
@@ -40,6 +41,7 @@ from agentledger.events import (
     ModelCallFailed,
     ModelCallResponded,
     RecordedEvent,
+    RevisionRequested,
     SqliteEventStore,
     ToolArgumentsRejected,
     ToolCallDegraded,
@@ -129,7 +131,7 @@ class ChatService:
         conversation = conversation_id or self.engine.ids.new_id()
         run_id = self.engine.ids.new_id()
         yield ChatEvent("conversation", {"conversation_id": conversation, "run_id": run_id})
-        streamed: set[str] = set()  # model calls whose text came as deltas
+        relay = _Relay()
         async for item in self.engine.stream(
             self.agent,
             message,
@@ -138,12 +140,7 @@ class ChatService:
             conversation_id=conversation,
             deltas=True,
         ):
-            if isinstance(item, Delta):
-                if isinstance(item.delta, TextDelta):
-                    streamed.add(item.call_id)
-                    yield ChatEvent("delta", {"text": item.delta.text, "call_id": item.call_id})
-                continue
-            for event in _client_events(item, streamed):
+            for event in relay.events(item):
                 yield event
         result = await self.engine.result(run_id, agent=self.agent)
         yield ChatEvent("answer", _answer(conversation, result))
@@ -185,26 +182,51 @@ class ChatService:
         return list(calls.values())
 
 
-def _client_events(recorded: RecordedEvent, streamed: set[str]) -> list[ChatEvent]:
-    """What the client is told about one of the run's events."""
-    event: Event = recorded.event
-    if isinstance(event, ToolCallIntended):
-        return [_tool("call", event.call_id, event.tool_name, {"arguments": event.arguments})]
-    if isinstance(event, ToolCallSucceeded):
-        return [_tool("result", event.call_id, event.tool_name, {"result": event.result})]
-    if isinstance(event, ToolArgumentsRejected | ToolCallDegraded):
-        return [_tool("error", event.call_id, event.tool_name, {"error": event.type})]
-    if isinstance(event, ModelCallFailed) and event.call_id in streamed:
-        return [ChatEvent("discard", {"call_id": event.call_id})]
-    if (
-        isinstance(event, ModelCallResponded)
-        and event.purpose == "agent"
-        and event.text
-        and event.call_id not in streamed
-    ):
-        # A model that cannot stream: its whole text is one piece.
-        return [ChatEvent("delta", {"text": event.text, "call_id": event.call_id})]
-    return []
+class _Relay:
+    """Turns a run's deltas and events into what the client is told.
+
+    The client shows the text of the run's model calls as it streams; a call that failed, or
+    whose answer went back for a revision, is discarded, so what stays on screen is the answer.
+    """
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+        """The model calls whose text the client shows, in order."""
+        self.answered: str | None = None
+        """The agent's model call answered last, in the log's order."""
+
+    def events(self, item: RecordedEvent | Delta) -> list[ChatEvent]:
+        if isinstance(item, Delta):
+            if not isinstance(item.delta, TextDelta) or item.purpose != "agent":
+                return []  # a summary's or a judge's words are not the answer
+            return [self._show(item.call_id, item.delta.text)]
+        event: Event = item.event
+        if isinstance(event, ToolCallIntended):
+            return [_tool("call", event.call_id, event.tool_name, {"arguments": event.arguments})]
+        if isinstance(event, ToolCallSucceeded):
+            return [_tool("result", event.call_id, event.tool_name, {"result": event.result})]
+        if isinstance(event, ToolArgumentsRejected | ToolCallDegraded):
+            return [_tool("error", event.call_id, event.tool_name, {"error": event.type})]
+        if isinstance(event, ModelCallFailed) and event.call_id in self.shown:
+            return [self._discard(event.call_id)]
+        if isinstance(event, RevisionRequested) and self.answered in self.shown:
+            # The log puts the verdict right after the answer it judged; the next call's
+            # deltas may have come already, so the call is named, not taken as the last.
+            return [self._discard(self.answered)]
+        if isinstance(event, ModelCallResponded) and event.purpose == "agent":
+            self.answered = event.call_id
+            if event.text and event.call_id not in self.shown:
+                return [self._show(event.call_id, event.text)]  # a model that does not stream
+        return []
+
+    def _show(self, call_id: str, text: str) -> ChatEvent:
+        if call_id not in self.shown:
+            self.shown.append(call_id)
+        return ChatEvent("delta", {"text": text, "call_id": call_id})
+
+    def _discard(self, call_id: str) -> ChatEvent:
+        self.shown.remove(call_id)
+        return ChatEvent("discard", {"call_id": call_id})
 
 
 def _tool(phase: str, call_id: str, name: str, extra: Mapping[str, JsonValue]) -> ChatEvent:

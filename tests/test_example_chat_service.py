@@ -8,7 +8,9 @@ directory and its MCP tool server as a child process; the client is httpx readin
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -189,6 +191,11 @@ async def test_bad_requests_get_one_clear_line(served: Served) -> None:
         assert broken.status_code == 400
         unknown = await client.get("/conversations/nope")
         assert unknown.status_code == 404
+        # The engine refuses the id once the stream has begun: an error event, one line.
+        refused = await chat(client, "Paris?", "bad\x00id")
+        assert [name for name, _ in refused.events] == ["conversation", "error"]
+        (error,) = refused.named("error")
+        assert error["error"].startswith("InvalidInputError: ") and "\n" not in error["error"]
         page = await client.get("/")
         assert page.status_code == 200 and "/chat" in page.text
 
@@ -232,3 +239,22 @@ async def test_an_answer_sent_back_for_revision_is_taken_back_from_the_client() 
         "temperature_c": 18,
         "umbrella": True,
     }
+
+
+def test_one_command_starts_it(tmp_path: Path) -> None:
+    """``python -m examples.chat_service`` prints its URL and serves the page there."""
+    command = [sys.executable, "-m", "examples.chat_service", "--port", "0"]
+    command += ["--db", str(tmp_path / "chat.db")]
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            first = process.stdout.readline()
+            url = re.search(r"http://\S+/", first)
+            assert url is not None, first
+            assert "scripted demo model" in first
+            page = httpx.get(url.group(0), timeout=20)
+            assert page.status_code == 200 and "Travel desk" in page.text
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    assert (tmp_path / "chat.db").exists()

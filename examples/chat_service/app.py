@@ -62,7 +62,8 @@ def create_app(settings: Settings) -> Starlette:
                 async for event in service.chat(asked.conversation_id, asked.message):
                     yield sse(event)
             except Exception as error:  # the stream has begun: the client learns it here
-                yield sse(ChatEvent("error", {"error": f"{type(error).__name__}: {error}"}))
+                said = str(error).splitlines()[0] if str(error) else ""
+                yield sse(ChatEvent("error", {"error": f"{type(error).__name__}: {said}"}))
 
         headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

@@ -344,8 +344,12 @@ def test_strict_mode_rules() -> None:
     assert not strict_compatible(nested)
     nested["properties"]["items"]["items"] = STRICT_ORDER.schema
     assert strict_compatible(nested)
-    # An enum or default listing names is data, not a schema to walk into.
+    # An enum or default listing names is data, not a schema to walk into; so are field names.
     assert strict_compatible({"type": "string", "enum": [{"properties": {}}]})
+    fields = {"type": {"type": "string"}, "properties": {"type": "string"}}
+    named = {**STRICT_ORDER.schema, "properties": fields, "required": ["type", "properties"]}
+    assert strict_compatible(named)
+    assert not strict_compatible({**named, "required": ["type"]})
 
 
 def test_every_built_in_profile_is_named_as_it_is_looked_up() -> None:
@@ -353,3 +357,15 @@ def test_every_built_in_profile_is_named_as_it_is_looked_up() -> None:
         name: name for name in ("openai", "vllm", "llama.cpp", "ollama")
     }
     assert wire_profile(WIRE_PROFILES["vllm"]) is WIRE_PROFILES["vllm"]
+
+
+async def test_a_long_provider_message_is_cut_to_one_readable_line() -> None:
+    said = "boom " + "x" * 2000 + "\n  File app.py, line 1 sk-proj-" + "A" * 40
+    with pytest.raises(ModelServerError) as caught:
+        await llama(Replies(500, {"error": {"message": said}})).complete(
+            ModelRequest(messages=HELLO)
+        )
+
+    message = str(caught.value)
+    assert "\n" not in message and message.endswith("…")
+    assert len(message) < 700

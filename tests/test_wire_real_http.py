@@ -6,9 +6,11 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import httpx
 import pytest
 from llama_like_server import llama_like_server
 from pydantic import BaseModel
+from wire_cases import load
 
 from agentledger.engine import (
     Agent,
@@ -20,6 +22,7 @@ from agentledger.engine import (
     ToolContext,
     tool,
 )
+from agentledger.engine.models._http import engine_attempt
 from agentledger.engine.models._model import ModelRequest
 from agentledger.engine.models._openai import OpenAIChatModel
 from agentledger.engine.testing import SequentialIds
@@ -135,3 +138,22 @@ async def test_a_refused_connection_names_the_url() -> None:
     message = str(caught.value)
     assert message.startswith(f"{NAME} at {url}/chat/completions: ConnectError")
     assert "\n" not in message and "sk-secret" not in message
+
+
+async def test_within_an_engine_attempt_the_client_bounds_only_connecting() -> None:
+    seen: list[dict[str, float | None]] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200, json=load("llama-cpp-server/01-chat.response.json"))
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    model = OpenAIChatModel(NAME, server="llama.cpp", client=client, timeout=7)
+    await model.complete(HELLO)
+    with engine_attempt():
+        await model.complete(HELLO)
+
+    assert seen == [
+        {"connect": 7, "read": 7, "write": 7, "pool": 7},
+        {"connect": 7, "read": None, "write": None, "pool": None},
+    ]

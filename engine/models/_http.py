@@ -41,6 +41,9 @@ from agentledger.engine._secrets import redact_secrets
 from ._model import Sampling, ToolChoice
 
 _SNIPPET_CHARS = 300
+_MESSAGE_CHARS = 600
+"""How much of a provider's error message an error quotes: enough to say what is wrong, short
+enough to stay one readable line (a server may put a whole traceback there)."""
 
 _ENGINE_ATTEMPT: ContextVar[bool] = ContextVar("agentledger_engine_attempt", default=False)
 
@@ -248,7 +251,7 @@ def error_for_status(model: str, response: httpx.Response, url: str | None = Non
     """
     status = response.status_code
     said = provider_error_message(response)
-    message = f"HTTP {status}: {said}"
+    message = f"HTTP {status}: {_clip(said)}"
     request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
     if request_id:
         message += f" (request id {request_id})"
@@ -390,6 +393,13 @@ def _snippet(response: httpx.Response) -> str:
     """The start of a body, for an error's message. Redacted before it is cut: a key cut in
     half would no longer be recognised (``ModelError`` redacts its whole message again)."""
     return redact_secrets(response.text)[:_SNIPPET_CHARS]
+
+
+def _clip(text: str) -> str:
+    """``text`` cut to ``_MESSAGE_CHARS``, redacted first (a key cut in half would no longer be
+    recognised), with its line breaks made spaces."""
+    text = " ".join(redact_secrets(text).split())
+    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 1] + "…"
 
 
 def _describe(exc: Exception) -> str:

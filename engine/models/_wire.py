@@ -143,11 +143,17 @@ def strict_compatible(schema: Any) -> bool:
         names = set(properties) if isinstance(properties, dict) else set()
         if set(schema.get("required", ())) != names:
             return False
-    return all(
-        strict_compatible(value)
-        for key, value in schema.items()
-        if key not in ("required", "enum", "const", "default", "examples")
-    )
+    for key, value in schema.items():
+        if key in ("properties", "$defs", "definitions", "patternProperties"):
+            # Maps of names to schemas: the names are data (a field may be called "type").
+            children = list(value.values()) if isinstance(value, dict) else []
+        elif key in ("required", "enum", "const", "default", "examples"):
+            continue
+        else:
+            children = [value]
+        if not all(strict_compatible(child) for child in children):
+            return False
+    return True
 
 
 WIRE_PROFILES: Mapping[str, WireProfile] = {

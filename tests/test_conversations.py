@@ -18,6 +18,8 @@ from typing import Any
 import anyio
 import pytest
 from conftest import StoreFactory
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from agentledger.engine import (
@@ -53,6 +55,7 @@ from agentledger.projections._conversation import (
     HISTORY_SUMMARY_HEADING,
     carry_history,
     history_tokens,
+    summary_room,
 )
 from agentledger.projections._memory_view import count_tokens
 from agentledger.replay import export_history, import_history
@@ -584,6 +587,12 @@ def test_the_cli_lists_a_conversation_and_filters_runs_by_it(
     assert main(["--db", str(db), "runs", "--conversation", "c1", "--json"]) == 0
     assert sorted(r["run_id"] for r in json.loads(capsys.readouterr().out)) == ["r1", "r2"]
 
+    assert main(["--db", str(db), "show", "r2"]) == 0
+    shown_run = capsys.readouterr().out
+    assert "c1, after r1" in shown_run
+    assert "conversation_continued after r1 (v" in shown_run
+    assert "1 earlier exchanges" in shown_run
+
     assert main(["--db", str(db), "conversation", "nope"]) == 1
     assert "no conversation 'nope'" in capsys.readouterr().err
     assert main(["--db", str(db), "runs", "--conversation", "nope"]) == 1
@@ -631,3 +640,49 @@ async def test_otel_spans_name_the_conversation_and_link_the_run_followed() -> N
     assert run_span.attributes["agentledger.run.follows"] == "r1"
     assert run_span.links == ((run_trace_id("r1"), span_id_of("r1", "r1")),)
     assert {s.attributes["gen_ai.conversation.id"] for s in solo} == {"solo"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.tuples(st.integers(0, 900), st.integers(0, 900), st.booleans()), max_size=25),
+    compact_at=st.integers(300, 2_000),
+    summary_max=st.integers(1, 200),
+    keep=st.integers(0, 6),
+)
+def test_property_the_carried_history_stays_within_its_ceiling_and_loses_no_run(
+    sizes: list[tuple[int, int, bool]], compact_at: int, summary_max: int, keep: int
+) -> None:
+    # summary_reserve_tokens must stay below compact_at for a valid policy
+    summary_max = min(summary_max, compact_at - 30)
+    policy = MemoryPolicy(
+        max_tokens=compact_at,
+        compact_at=compact_at,
+        summary_max_tokens=summary_max,
+        keep_recent_exchanges=keep,
+    )
+    previous: ConversationContinued | None = None
+    answered: list[str] = []
+    moved: list[str] = []
+    for n, (task_len, answer_len, has_answer) in enumerate(sizes):
+        exchange = None
+        if has_answer:
+            exchange = Exchange(run_id=f"r{n}", task="t" * task_len, answer="a" * answer_len)
+            answered.append(f"r{n}")
+        history = carry_history(previous, exchange, policy)
+        previous = ConversationContinued(
+            run_id=f"r{n + 1}",
+            span_id=f"r{n + 1}",
+            at=T0,
+            conversation_id="c",
+            follows=f"r{n}",
+            summary=history.summary,
+            exchanges=history.exchanges,
+            summarised_runs=history.summarised_runs,
+        )
+        moved += history.summarised_runs
+        assert history_tokens(previous, policy.estimator) <= max(
+            policy.history_tokens, summary_room(policy)
+        )
+        assert len(history.exchanges) <= keep
+        # Every answered run is either verbatim or was moved into the summary, in order.
+        assert [*moved, *(e.run_id for e in history.exchanges)] == answered

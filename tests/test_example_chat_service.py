@@ -21,6 +21,7 @@ import httpx
 import orjson
 import pytest
 import uvicorn
+from sse_server import Stream, openai_stream, sse_provider
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # examples/ is not installed: it runs from the repository
@@ -31,7 +32,13 @@ from pydantic import BaseModel  # noqa: E402
 from agentledger.engine import Engine, ToolContext, tool  # noqa: E402
 from agentledger.engine.testing import ScriptedModel, call, reply, tripwired  # noqa: E402
 from agentledger.events import MemoryEventStore, SqliteEventStore, ToolCallSucceeded  # noqa: E402
-from examples.chat_service import ChatService, Settings, TravelAnswer, create_app  # noqa: E402
+from examples.chat_service import (  # noqa: E402
+    ChatService,
+    Settings,
+    TravelAnswer,
+    create_app,
+    open_service,
+)
 from examples.chat_service.demo_model import DemoModel  # noqa: E402
 from examples.chat_service.service import build_agent  # noqa: E402
 
@@ -258,3 +265,59 @@ def test_one_command_starts_it(tmp_path: Path) -> None:
             process.terminate()
             process.wait(timeout=20)
     assert (tmp_path / "chat.db").exists()
+
+
+def _completion(content: str = "", tool_calls: list[dict[str, Any]] | None = None) -> Stream:
+    """An OpenAI-compatible server's streamed reply."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    completion = {
+        "model": "local-model",
+        "choices": [{"message": message, "finish_reason": "tool_calls" if tool_calls else "stop"}],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52},
+    }
+    return Stream(openai_stream(completion, size=5))
+
+
+async def test_on_an_openai_compatible_server(tmp_path: Path) -> None:
+    """With ``--model``/``--base-url`` the service streams from the server (a local one here,
+    llama.cpp's profile), asks for the structured answer and offers the MCP tool."""
+    forecast = {"id": "call_1", "type": "function"}
+    forecast["function"] = {"name": "forecast", "arguments": '{"city": "Paris"}'}
+    answer = TravelAnswer(reply="Rain in Paris.", city="Paris", temperature_c=18, umbrella=True)
+    script = [
+        lambda: _completion(tool_calls=[forecast]),
+        lambda: _completion(answer.model_dump_json()),
+    ]
+    with sse_provider(script) as (url, asked, _):
+        settings = Settings(
+            db=tmp_path / "chat.db", model="local-model", base_url=f"{url}/v1", server="llama.cpp"
+        )
+        async with open_service(settings) as service:
+            events = [e async for e in service.chat(None, "Weather in Paris?")]
+    (done,) = [e.data for e in events if e.name == "answer"]
+    assert done["status"] == "completed" and done["value"] == answer.model_dump(mode="json")
+    deltas = [str(e.data["text"]) for e in events if e.name == "delta"]
+    assert len(deltas) > 1 and "".join(deltas) == done["text"]
+    tool_results = [e.data for e in events if e.name == "tool" and e.data["phase"] == "result"]
+    assert tool_results[0]["result"] == {
+        "city": "Paris",
+        "conditions": "light rain",
+        "temperature_c": 18,
+    }
+    first, second = (body for _, body in asked)
+    assert first["stream"] is True and first["model"] == "local-model"
+    assert [t["function"]["name"] for t in first["tools"]] == ["forecast"]
+    # llama.cpp's way of asking for a schema; the schema is TravelAnswer's.
+    assert first["response_format"]["type"] == "json_object"
+    assert first["response_format"]["schema"]["properties"].keys() == {
+        "reply",
+        "city",
+        "temperature_c",
+        "umbrella",
+    }
+    assert (
+        second["messages"][-1]["role"] == "tool"
+        and "light rain" in second["messages"][-1]["content"]
+    )

@@ -17,10 +17,9 @@ from typing import Any
 
 import anyio
 
-from agentledger.engine import ModelReply, ModelRequest, Price
-from agentledger.engine.models._model import DeltaSink, TextDelta, ToolCallDelta
+from agentledger.engine import DeltaSink, ModelReply, ModelRequest, Price, TextDelta, ToolCallDelta
 from agentledger.engine.testing import call, reply
-from agentledger.projections._messages import Message
+from agentledger.projections import Message
 
 from .answer import TravelAnswer
 

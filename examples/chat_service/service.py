@@ -31,10 +31,10 @@ from agentledger.engine import (
     OpenAIChatModel,
     Price,
     RunResult,
+    TextDelta,
     Tool,
     lookup_price,
 )
-from agentledger.engine.models._model import TextDelta
 from agentledger.engine.models._wire import ServerName
 from agentledger.events import (
     Event,

@@ -96,8 +96,10 @@ from ._errors import (
     UnknownSurfaceError,
 )
 from ._sink import JsonLinesSink, combine_sinks
+from .loop._deltas import Delta
 from .loop._ports import Clock, IdSource, RandomIds, SystemClock
 from .loop._subagents import subagent
+from .models._model import DeltaSink, ModelDelta, StreamingModel, TextDelta, ToolCallDelta
 
 __all__ = [
     "DEGRADED_TOOL_INSTRUCTION",
@@ -123,6 +125,8 @@ __all__ = [
     "ConversationRun",
     "Critic",
     "CriticConfigError",
+    "Delta",
+    "DeltaSink",
     "Engine",
     "EngineError",
     "ForkError",
@@ -144,6 +148,7 @@ __all__ = [
     "MemoryPolicy",
     "Model",
     "ModelConnectionError",
+    "ModelDelta",
     "ModelError",
     "ModelRateLimitedError",
     "ModelReply",
@@ -174,11 +179,14 @@ __all__ = [
     "Sampling",
     "Sink",
     "SizePolicy",
+    "StreamingModel",
     "SubAgentArgs",
     "SubAgentTool",
     "SystemClock",
+    "TextDelta",
     "TokenEstimator",
     "Tool",
+    "ToolCallDelta",
     "ToolContext",
     "ToolSpec",
     "UnknownPriceError",

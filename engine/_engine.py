@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, overload
+from typing import Any, Generic, Literal, Self, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskGroup
@@ -27,6 +27,7 @@ from agentledger.events import (
     CorruptEventError,
     Event,
     EventStore,
+    ModelCallRequested,
     RecordedEvent,
     RunStarted,
     Usage,
@@ -71,6 +72,7 @@ from ._errors import (
 )
 from ._inputs import check_id, check_text
 from ._replaying import ReplayDriver
+from .loop._deltas import Delta
 from .loop._driver import cancel_run, drive
 from .loop._live import LiveHealth, LiveKeys, LiveLedgers, LiveModels, LiveTools, ledger_folds
 from .loop._perform_run import in_flight_until, run_resumed, run_started
@@ -79,6 +81,7 @@ from .loop._recorder import EventFilter, Recorder
 from .loop._subagents import ChildRun, LiveChildren, child_agent_of, sub_agents_started
 from .loop._tool_tasks import ToolTasks
 from .loop._watchdog import watch_loop
+from .models._model import DeltaSink, ModelDelta
 from .policies._budget import Budgets
 from .policies._redaction import Redactor
 from .policies._sizes import SizePolicy
@@ -140,14 +143,13 @@ class RunResult(Generic[OutputT]):
     """Model calls that cost more than their reservation (a server ignored the output limit);
     the first closed the run and the user's day to further capped calls."""
     value: OutputT | None = field(default=None, compare=False)
+    conversation_id: str | None = None
+    """The conversation the run belongs to, if any (pass it to continue the conversation)."""
 
     @property
     def overshot(self) -> bool:
         """Whether a model call of the run cost more than the budget reserved for it."""
         return bool(self.overshoots)
-
-    conversation_id: str | None = None
-    """The conversation the run belongs to, if any (pass it to continue the conversation)."""
 
     @classmethod
     def of(cls, state: RunState, agent: Agent[Any] | None = None) -> RunResult[Any]:
@@ -211,6 +213,12 @@ class Engine:
     ``agentledger.engine.loop``) whenever the event loop was held this many seconds or more,
     naming the tool calls running then (``None``: no watchdog). Blocking code belongs in a
     tool with ``isolation="thread"`` or ``"process"``.
+
+    ``stream_models``: stream every call to a model that can stream (a ``StreamingModel``), also
+    when nobody listens to the deltas, so its client cuts the output at the request's
+    ``max_tokens`` whatever the server does (a cap then holds against a server that ignores the
+    limit). By default only the calls of runs streamed with ``stream(..., deltas=True)`` are.
+    See ``docs/streaming.md``.
     """
 
     def __init__(
@@ -226,6 +234,7 @@ class Engine:
         sizes: SizePolicy | None = None,
         redaction: Redactor | None = _DEFAULT_REDACTION,
         loop_block_warning: float | None = 0.5,
+        stream_models: bool = False,
     ) -> None:
         if loop_block_warning is not None and not (
             isinstance(loop_block_warning, int | float) and 0 < loop_block_warning < math.inf
@@ -250,7 +259,13 @@ class Engine:
         """What every event passes through before it is folded and written."""
         self._active: dict[str, _Active] = {}
         self._agent_ports: dict[int, tuple[Agent[Any], Ports]] = {}
-        self._listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent]]] = defaultdict(list)
+        self._listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent | Delta]]] = (
+            defaultdict(list)
+        )
+        self._delta_listeners: dict[str, list[MemoryObjectSendStream[RecordedEvent | Delta]]] = (
+            defaultdict(list)
+        )
+        self._stream_models = stream_models
         self._children: dict[str, set[str]] = defaultdict(set)
         """The sub-agent runs this engine drives, by the run that started them."""
         self._task_group: TaskGroup | None = None
@@ -361,6 +376,48 @@ class Engine:
         finally:
             del self._active[run_id]
 
+    @overload
+    def stream(
+        self,
+        agent: Agent[Any],
+        task: str,
+        *,
+        user_id: str = ...,
+        surface: str = ...,
+        run_id: str | None = ...,
+        conversation_id: str | None = ...,
+        follows: str | None = ...,
+        deltas: Literal[False] = ...,
+    ) -> AsyncIterator[RecordedEvent]: ...
+
+    @overload
+    def stream(
+        self,
+        agent: Agent[Any],
+        task: str,
+        *,
+        user_id: str = ...,
+        surface: str = ...,
+        run_id: str | None = ...,
+        conversation_id: str | None = ...,
+        follows: str | None = ...,
+        deltas: Literal[True],
+    ) -> AsyncIterator[RecordedEvent | Delta]: ...
+
+    @overload
+    def stream(
+        self,
+        agent: Agent[Any],
+        task: str,
+        *,
+        user_id: str = ...,
+        surface: str = ...,
+        run_id: str | None = ...,
+        conversation_id: str | None = ...,
+        follows: str | None = ...,
+        deltas: bool,
+    ) -> AsyncIterator[RecordedEvent | Delta]: ...
+
     async def stream(
         self,
         agent: Agent[Any],
@@ -371,18 +428,27 @@ class Engine:
         run_id: str | None = None,
         conversation_id: str | None = None,
         follows: str | None = None,
-    ) -> AsyncIterator[RecordedEvent]:
+        deltas: bool = False,
+    ) -> AsyncIterator[RecordedEvent | Delta]:
         """Start a run like ``run`` and yield its events as they are appended.
 
         The run goes on in the engine's task group; the iterator ends when the run ends or
         pauses, and raises what the run raised. Leaving the loop early does not stop the run:
         use ``cancel`` for that.
+
+        ``deltas=True`` also yields a ``Delta`` for every piece of a model's reply as it
+        arrives (the run's models that can stream are streamed), among the events. A call's
+        deltas come before the ``ModelCallResponded`` that records its whole reply, or the
+        ``ModelCallFailed`` that says its attempt failed (drop what it streamed: a retry
+        streams again, under a new ``call_id``). See ``docs/streaming.md``.
         """
         if self._task_group is None:
             raise EngineError("the engine is not open; use 'async with Engine(store) as engine:'")
         run_id = check_id("run_id", run_id) if run_id is not None else self.ids.new_id()
-        send, receive = anyio.create_memory_object_stream[RecordedEvent](math.inf)
+        send, receive = anyio.create_memory_object_stream[RecordedEvent | Delta](math.inf)
         self._listeners[run_id].append(send)
+        if deltas:
+            self._delta_listeners[run_id].append(send)
         failure: list[BaseException] = []
 
         async def run() -> None:
@@ -400,10 +466,12 @@ class Engine:
                 except Exception as exc:
                     failure.append(exc)
                 finally:
-                    listeners = self._listeners[run_id]
-                    listeners.remove(send)
-                    if not listeners:
-                        del self._listeners[run_id]
+                    for registry in (self._listeners, self._delta_listeners):
+                        listeners = registry.get(run_id)
+                        if listeners is not None and send in listeners:
+                            listeners.remove(send)
+                            if not listeners:
+                                del registry[run_id]
 
         self._task_group.start_soon(run)
         with receive:
@@ -817,7 +885,14 @@ class Engine:
         return Ports(
             clock=self.clock,
             ids=self.ids,
-            models=LiveModels(models, self.clock, agent.model_timeout, agent.price_of, self.sizes),
+            models=LiveModels(
+                models,
+                self.clock,
+                agent.model_timeout,
+                agent.price_of,
+                self.sizes,
+                deltas=self._delta_sink,
+            ),
             tools=LiveTools(
                 agent.tools_by_name, self.clock, agent.tool_timeout, self.sizes, self._tool_tasks
             ),
@@ -923,6 +998,28 @@ class Engine:
     def _call_span(state: RunState, call_id: str) -> str:
         return state.calls[call_id].span_id or state.run_id
 
+    def _delta_sink(self, requested: ModelCallRequested) -> DeltaSink | None:
+        """Where the pieces of ``requested``'s reply go: its run's delta listeners; ``None``
+        (not streamed) when there are none, unless every call is streamed."""
+        listeners = self._delta_listeners.get(requested.run_id)
+        if not listeners:
+            return _ignore_delta if self._stream_models else None
+        targets = tuple(listeners)
+
+        def sink(piece: ModelDelta) -> None:
+            delta = Delta(
+                requested.run_id,
+                requested.call_id,
+                requested.attempt,
+                piece,
+                purpose=requested.purpose,
+            )
+            for send in targets:
+                with suppress(anyio.BrokenResourceError):
+                    send.send_nowait(delta)
+
+        return sink
+
     def _publish(self, recorded: Sequence[RecordedEvent]) -> None:
         self._health.observe(recorded)
         for event in recorded:
@@ -934,6 +1031,10 @@ class Engine:
                     # A reader that left its loop early does not stop the run.
                     with suppress(anyio.BrokenResourceError):
                         send.send_nowait(event)
+
+
+def _ignore_delta(piece: ModelDelta) -> None:
+    """The sink of a call streamed only for its output cut-off."""
 
 
 def _parked(run_id: str, error: CorruptEventError) -> RunParkedError:

@@ -21,7 +21,7 @@ from agentledger.engine._errors import (
     ModelTimeoutError,
 )
 from agentledger.engine.models._http import HttpModel, engine_attempt
-from agentledger.engine.models._model import Model, ModelRequest
+from agentledger.engine.models._model import DeltaSink, Model, ModelReply, ModelRequest
 from agentledger.engine.models._pricing import Price
 from agentledger.engine.policies._sizes import SizePolicy
 from agentledger.engine.tools._isolation import IsolatedToolError
@@ -44,6 +44,7 @@ from agentledger.projections._stream_folds import StreamFolds
 from agentledger.projections._streams import key_stream
 from agentledger.projections._tool_health import ToolHealthView, circuit_open_until
 
+from ._deltas import DeltaRoute
 from ._ports import Clock, elapsed_ms
 from ._replies import checked_reply
 from ._tool_tasks import ToolTasks
@@ -59,6 +60,10 @@ class LiveModels:
     Whatever a model's ``complete`` raises, except cancellation, is a failed attempt: a
     ``ModelError`` as it is, anything else (a client's bug, a value nothing can price or record)
     as a ``ModelResponseError`` naming it. No reply makes a run raise.
+
+    ``deltas`` says, per requested call, whether to stream it and where its pieces go: a call
+    with a sink is sent with the model's ``stream`` when it has one (a ``StreamingModel``), so
+    its output is also cut at ``max_tokens`` by the client; the reply is recorded the same way.
     """
 
     def __init__(
@@ -68,12 +73,14 @@ class LiveModels:
         timeout: float,
         price_of: Callable[[Model], Price],
         sizes: SizePolicy,
+        deltas: DeltaRoute | None = None,
     ) -> None:
         self._models = models
         self._clock = clock
         self._timeout = timeout
         self._price_of = price_of
         self._sizes = sizes
+        self._deltas = deltas
 
     async def attempt(
         self, requested: ModelCallRequested, request: Any
@@ -83,10 +90,11 @@ class LiveModels:
         started = self._clock.now()
         error: ModelError
         try:
+            sink = self._deltas(requested) if self._deltas is not None else None
             # The engine's timeout is the one that bounds an attempt: within engine_attempt()
             # an HTTP client's own timeout bounds only connecting.
             with anyio.fail_after(self._timeout), engine_attempt():
-                reply = await model.complete(request)
+                reply = await _send(model, request, sink)
             reply = checked_reply(reply, model.name, self._sizes)
             cost = self._price_of(model).cost(reply.usage)
         except TimeoutError:
@@ -125,6 +133,17 @@ class LiveModels:
             duration_ms=elapsed_ms(started, ended),
             retryable=error.retryable,
         )
+
+
+async def _send(model: Model, request: ModelRequest, sink: DeltaSink | None) -> ModelReply:
+    """The model's reply, streamed to ``sink`` when there is one and the model can stream."""
+    stream = getattr(model, "stream", None) if sink is not None else None
+    if sink is None or not callable(stream):
+        return await model.complete(request)
+    reply = await stream(request, sink)
+    if not isinstance(reply, ModelReply):
+        raise TypeError(f"stream() returned {type(reply).__name__}, not a ModelReply")
+    return reply
 
 
 class LiveTools:

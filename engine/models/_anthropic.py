@@ -38,8 +38,18 @@ from agentledger.projections._messages import (
     UserMessage,
 )
 
+from ._anthropic_stream import read_anthropic_stream
 from ._http import HttpModel, StrictWire
-from ._model import ModelReply, ModelRequest, OutputSchema, Sampling, ToolChoice, ToolSpec
+from ._model import (
+    DeltaSink,
+    ModelReply,
+    ModelRequest,
+    OutputSchema,
+    Sampling,
+    ToolChoice,
+    ToolSpec,
+)
+from ._sse import input_estimate, server_sent_events
 
 OUTPUT_TOOL_DESCRIPTION = (
     "Give your final answer with this tool, its input following the schema; call it once, "
@@ -290,6 +300,24 @@ class AnthropicModel(HttpModel):
             finish_reason=reply.stop_reason,
             model=reply.model,
         )
+
+    async def stream(self, request: ModelRequest, on_delta: DeltaSink) -> ModelReply:
+        """Send the request with ``"stream": true`` and read its server-sent events, handing
+        each piece to ``on_delta``; the whole reply equals what ``complete`` gives.
+
+        The output is cut at ``request.max_tokens`` even if the server ignores its limit (see
+        ``docs/streaming.md``). A stream that breaks off (or an ``error`` event) raises a
+        retryable ``ModelError``.
+        """
+        body = self.request_body(request) | {"stream": True}
+        async with self._post_stream(self._url, self._headers, body) as response:
+            return await read_anthropic_stream(
+                server_sent_events(response.aiter_lines()),
+                model=self._model,
+                max_tokens=request.max_tokens,
+                input_estimate=input_estimate(body),
+                on_delta=on_delta,
+            )
 
 
 # The reply shape, as far as we read it. Only the block types this client can ask for are known;

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -188,6 +188,59 @@ class HttpModel:
                 f"malformed reply: {_summarise(exc, response)}",
                 status_code=response.status_code,
             ) from exc
+
+    @asynccontextmanager
+    async def _post_stream(
+        self, url: str, headers: Mapping[str, str], body: Mapping[str, Any]
+    ) -> AsyncIterator[httpx.Response]:
+        """POST ``body`` for a server-sent event stream and yield the open 2xx response.
+
+        Leaving the block closes the response, also one not read to its end (the output
+        cut-off): httpx then drops the connection rather than reading the rest. A non-2xx
+        status raises its ``ModelError`` as ``_post_json`` does, a JSON answer (a server that
+        does not stream) a ``ModelRequestError``; so does a transport failure
+        while the body is read (a dropped connection, a server closing mid-body), as a
+        retryable ``ModelConnectionError`` or ``ModelTimeoutError``.
+        """
+        try:
+            async with self._client.stream(
+                "POST",
+                url,
+                content=orjson.dumps(body),
+                headers={"content-type": "application/json", "accept": "text/event-stream"}
+                | dict(headers),
+                timeout=self._timeout,
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise error_for_status(self._model, response, url=self.url)
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    # A server that cannot stream answers whole: trying again will not help.
+                    await response.aread()
+                    raise ModelRequestError(
+                        self._model,
+                        f"the server answered JSON, not an event stream: {_snippet(response)!r}",
+                        status_code=response.status_code,
+                    )
+                yield response
+        except httpx.TimeoutException as exc:
+            raise ModelTimeoutError(
+                self._model, f"no data within {self._timeout:g}s ({_describe(exc)})"
+            ) from exc
+        except (
+            httpx.UnsupportedProtocol,
+            httpx.LocalProtocolError,
+            httpx.InvalidURL,
+            UnicodeEncodeError,
+        ) as exc:
+            raise ModelRequestError(self._model, _describe(exc)) from exc
+        except httpx.TransportError as exc:
+            # Includes a server closing the connection mid-body (RemoteProtocolError).
+            raise ModelConnectionError(
+                self._model, f"the stream broke off: {_describe(exc)}"
+            ) from exc
+        except (httpx.HTTPError, httpx.StreamError, httpx.CookieConflict) as exc:
+            raise ModelResponseError(self._model, _describe(exc)) from exc
 
 
 def error_for_status(model: str, response: httpx.Response, url: str | None = None) -> ModelError:

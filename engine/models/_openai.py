@@ -29,7 +29,9 @@ from agentledger.projections._messages import (
 )
 
 from ._http import HttpModel, StrictWire
-from ._model import ModelReply, ModelRequest, Sampling, ToolChoice, ToolSpec
+from ._model import DeltaSink, ModelReply, ModelRequest, Sampling, ToolChoice, ToolSpec
+from ._openai_stream import read_openai_stream
+from ._sse import input_estimate, server_sent_events
 from ._wire import ServerName, WireProfile, wire_profile
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -198,6 +200,28 @@ class OpenAIChatModel(HttpModel):
             finish_reason=choice.finish_reason,
             model=reply.model or self._model,
         )
+
+    async def stream(self, request: ModelRequest, on_delta: DeltaSink) -> ModelReply:
+        """Send the request with ``"stream": true`` and read its server-sent events, handing
+        each piece to ``on_delta``; the whole reply equals what ``complete`` gives.
+
+        Asks for usage (``stream_options.include_usage``); a server that sends none is recorded
+        with the pieces counted as output and ``input_estimate`` of the body as input. The
+        output is cut at ``request.max_tokens`` even if the server ignores its limit (see
+        ``docs/streaming.md``). A stream that breaks off raises a retryable ``ModelError``.
+        """
+        body = self.request_body(request) | {
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        async with self._post_stream(self._url, self._headers, body) as response:
+            return await read_openai_stream(
+                server_sent_events(response.aiter_lines()),
+                model=self._model,
+                max_tokens=request.max_tokens,
+                input_estimate=input_estimate(body),
+                on_delta=on_delta,
+            )
 
 
 # The reply shape, as far as we read it.

@@ -24,7 +24,13 @@ from typing import Any
 
 import orjson
 
-from agentledger.engine.models._model import ModelReply, ModelRequest
+from agentledger.engine.models._model import (
+    DeltaSink,
+    ModelReply,
+    ModelRequest,
+    TextDelta,
+    ToolCallDelta,
+)
 from agentledger.engine.models._pricing import Price
 from agentledger.events import ToolCall, Usage
 
@@ -115,11 +121,24 @@ class ScriptedModel:
     Its calls cost nothing unless a ``price`` is given (to test budgets).
     Every request is kept in ``requests`` for assertions. Running out of replies raises
     ``AssertionError``: the test expected fewer calls than the engine made.
+
+    It can also stream (a ``StreamingModel``): ``stream`` hands out its reply's text, then each
+    tool call's arguments, in pieces of ``chunk`` characters (a call's first piece names its id
+    and name), and returns the same reply ``complete`` would, so streaming code can be tested
+    without a server.
     """
 
     def __init__(
-        self, script: Script, *, name: str = "scripted", price: Price | None = None
+        self,
+        script: Script,
+        *,
+        name: str = "scripted",
+        price: Price | None = None,
+        chunk: int = 8,
     ) -> None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least one character, not {chunk}")
+        self._chunk = chunk
         self._name = name
         self.price = price or Price.free()
         """What the agent charges this model's calls at (free unless given)."""
@@ -148,3 +167,19 @@ class ScriptedModel:
         if isinstance(answer, BaseException):
             raise answer
         return answer if answer.model else replace(answer, model=self._name)
+
+    async def stream(self, request: ModelRequest, on_delta: DeltaSink) -> ModelReply:
+        """Answer as ``complete`` does, handing the reply to ``on_delta`` in pieces first."""
+        answer = await self.complete(request)
+        size = self._chunk
+        for start in range(0, len(answer.text), size):
+            on_delta(TextDelta(answer.text[start : start + size]))
+        for index, tool_call in enumerate(answer.tool_calls):
+            pieces = [
+                tool_call.arguments[start : start + size]
+                for start in range(0, len(tool_call.arguments), size)
+            ] or [""]
+            on_delta(ToolCallDelta(index, tool_call.id, tool_call.name, pieces[0]))
+            for piece in pieces[1:]:
+                on_delta(ToolCallDelta(index, None, None, piece))
+        return answer

@@ -109,10 +109,16 @@ class ScriptedRun:
         return outcomes
 
     def model(
-        self, name: str = "scripted", *, price: Price | None = None, failures: bool = True
+        self,
+        name: str = "scripted",
+        *,
+        price: Price | None = None,
+        failures: bool = True,
+        chunk: int = 8,
     ) -> ScriptedModel:
         """A ``ScriptedModel`` named ``name`` that plays this run (``failures=False``: never
-        fails, e.g. for a fallback model)."""
+        fails, e.g. for a fallback model); streamed, it hands out pieces of ``chunk``
+        characters."""
         tried: Counter[int] = Counter()
 
         def answer(request: ModelRequest) -> ModelReply | BaseException:
@@ -128,7 +134,7 @@ class ScriptedRun:
                 return planned[attempt].error(name)
             return script.reply if script is not None else reply(self.answer)
 
-        return ScriptedModel(answer, name=name, price=price)
+        return ScriptedModel(answer, name=name, price=price, chunk=chunk)
 
 
 def _tools_by_name(tools: Agent | Sequence[Tool[Any]]) -> Mapping[str, Tool[Any]]:

@@ -1,0 +1,1 @@
+"""Runnable examples of agentledger (``python -m examples.<name>`` from the repository root)."""

@@ -36,7 +36,7 @@ from agentledger.engine import (
     ToolCallDelta,
     ToolSpec,
 )
-from agentledger.engine.models._model import ModelDelta
+from agentledger.engine.models._model import ModelDelta, OutputSchema
 from agentledger.engine.models._sse import (
     OutputMeter,
     ServerSentEvent,
@@ -171,6 +171,28 @@ async def test_anthropic_stream_equals_complete(fixture: str) -> None:
     }
     ((path, sent),) = asked
     assert path == "/v1/messages" and sent["stream"] is True
+
+
+async def test_an_anthropic_structured_answer_streams_as_text() -> None:
+    # Tool-based structured output: the output tool's input is the answer, as in ``complete``.
+    body = load("wire/anthropic/03-structured-output.response.json")
+    schema = {"type": "object", "properties": {"order_id": {"type": "integer"}}}
+    request = ModelRequest(messages=ASK.messages, output=OutputSchema("OrderState", schema))
+    with sse_provider([lambda: Stream(anthropic_stream(body))]) as (url, _, _):
+        reply, deltas = await streamed(anthropic(url), request)
+
+    async def answer(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=body)
+
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client,
+        AnthropicModel("m", base_url="http://test", api_key="k", client=client) as model,
+    ):
+        expected = await model.complete(request)
+    assert reply.text == expected.text == '{"order_id":123456,"state":"shipped"}'
+    assert reply.tool_calls == expected.tool_calls == ()
+    assert all(isinstance(d, TextDelta) for d in deltas)
+    assert json.loads(joined(deltas)[0]) == json.loads(reply.text)
 
 
 async def test_anthropic_documented_stream() -> None:

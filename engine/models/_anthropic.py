@@ -317,6 +317,7 @@ class AnthropicModel(HttpModel):
                 max_tokens=request.max_tokens,
                 input_estimate=input_estimate(body),
                 on_delta=on_delta,
+                answer_tool=request.output.name if request.output is not None else None,
             )
 
 

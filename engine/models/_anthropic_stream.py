@@ -9,6 +9,8 @@ types fail as they do in ``complete`` (a reply we could not pass back faithfully
 
 A tool call's arguments arrive as pieces of JSON (handed out as they are); the reply carries them
 re-serialised compactly, as ``complete`` gives them, so a streamed reply equals a completed one.
+The structured answer (a ``tool_use`` of the output tool, ``answer_tool``) is the reply's text, as
+in ``complete``: its pieces of JSON are handed out as text deltas.
 The output stops at ``max_tokens`` (``OutputMeter``), the reply then is what arrived, with
 ``finish_reason="length"``, the input usage of ``message_start`` and ``max_tokens`` output tokens.
 """
@@ -50,14 +52,19 @@ class _Assembly:
     text: list[str] = field(default_factory=list)
     tools: list[_Tool] = field(default_factory=list)
     tool_of_block: dict[int, int] = field(default_factory=dict)
+    answer_tool: str | None = None
+    answers: list[_Tool] = field(default_factory=list)
+    answer_of_block: dict[int, int] = field(default_factory=dict)
     input_tokens: int | None = None
     cached_input_tokens: int = 0
     output_tokens: int = 0
     stop_reason: str | None = None
 
     def reply(self, usage: Usage, finish_reason: str | None, *, complete: bool) -> ModelReply:
+        # A structured answer replaces the text (often a preamble), as in ``complete``.
+        answer = self._arguments(self.answers[-1], complete) if self.answers else None
         return ModelReply(
-            text="".join(self.text),
+            text=answer if answer is not None else "".join(self.text),
             tool_calls=tuple(
                 ToolCall(id=t.id, name=t.name, arguments=self._arguments(t, complete))
                 for t in self.tools
@@ -93,8 +100,11 @@ async def read_anthropic_stream(
     max_tokens: int,
     input_estimate: int,
     on_delta: DeltaSink,
+    answer_tool: str | None = None,
 ) -> ModelReply:
     """The reply ``events`` carry, handing each piece to ``on_delta`` as it arrives.
+
+    ``answer_tool`` names the output tool of a structured-output request: its input is the text.
 
     ``input_estimate`` counts the input only if no ``message_start`` came before a cut-off.
     Raises ``ModelConnectionError`` for a stream that ends before ``message_stop``, the
@@ -102,7 +112,7 @@ async def read_anthropic_stream(
     event that is not what the API documents.
     """
     meter = OutputMeter(max_tokens)
-    reply = _Assembly(model)
+    reply = _Assembly(model, answer_tool=answer_tool)
     async with aclosing(events):
         async for event in events:
             data = _data(model, event)
@@ -144,6 +154,10 @@ def _other(model: str, reply: _Assembly, kind: str, data: dict[str, Any], on: De
             tool_id, name = block.get("id"), block.get("name")
             if not isinstance(tool_id, str) or not isinstance(name, str):
                 raise ModelResponseError(model, "malformed stream: tool_use without id or name")
+            if name == reply.answer_tool:
+                reply.answer_of_block[_index(model, data)] = len(reply.answers)
+                reply.answers.append(_Tool(tool_id, name))
+                return
             reply.tool_of_block[_index(model, data)] = len(reply.tools)
             reply.tools.append(_Tool(tool_id, name))
             on(ToolCallDelta(index=len(reply.tools) - 1, id=tool_id, name=name, arguments=""))
@@ -165,7 +179,7 @@ def _piece(model: str, reply: _Assembly, data: dict[str, Any]) -> tuple[int, str
     if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
         return index, delta["text"]
     if delta.get("type") == "input_json_delta" and isinstance(delta.get("partial_json"), str):
-        if index not in reply.tool_of_block:
+        if index not in reply.tool_of_block and index not in reply.answer_of_block:
             raise ModelResponseError(model, "malformed stream: input_json_delta outside tool_use")
         return index, delta["partial_json"]
     raise ModelResponseError(
@@ -174,6 +188,10 @@ def _piece(model: str, reply: _Assembly, data: dict[str, Any]) -> tuple[int, str
 
 
 def _take(reply: _Assembly, index: int, text: str) -> TextDelta | ToolCallDelta:
+    answer = reply.answer_of_block.get(index)
+    if answer is not None:
+        reply.answers[answer].pieces.append(text)
+        return TextDelta(text)
     position = reply.tool_of_block.get(index)
     if position is None:
         reply.text.append(text)

@@ -144,7 +144,7 @@ class HttpModel:
     ) -> httpx.Response:
         """POST ``body`` and return the 2xx response, or raise the matching ``ModelError``."""
         timeouts, total = self._timeouts()
-        try:
+        with self._transport_errors(streaming=False):
             with anyio.fail_after(total):
                 response = await self._client.post(
                     url,
@@ -153,27 +153,6 @@ class HttpModel:
                     | dict(headers),
                     timeout=timeouts,
                 )
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            if isinstance(exc, httpx.ConnectTimeout):
-                message = f"could not connect within {self._timeout:g}s ({_describe(exc)})"
-            else:
-                message = f"no answer within {self._timeout:g}s ({_describe(exc)})"
-            raise self._error(ModelTimeoutError, message) from exc
-        except (
-            httpx.UnsupportedProtocol,
-            httpx.LocalProtocolError,
-            httpx.InvalidURL,
-            UnicodeEncodeError,
-        ) as exc:
-            # The request could not even be formed (bad base URL, a header that is not ASCII
-            # such as a pasted key with a typographic quote): a retry sends the same request.
-            # ``InvalidURL`` and ``UnicodeEncodeError`` are not ``httpx.HTTPError``s.
-            raise self._error(ModelRequestError, _describe(exc)) from exc
-        except httpx.TransportError as exc:
-            raise self._error(ModelConnectionError, _describe(exc)) from exc
-        except (httpx.HTTPError, httpx.StreamError, httpx.CookieConflict) as exc:
-            # Undecodable content-encoding, redirect loops, and whatever else httpx raises.
-            raise self._error(ModelResponseError, _describe(exc)) from exc
         if not response.is_success:
             raise error_for_status(self._model, response, url=self.url)
         return response
@@ -200,16 +179,18 @@ class HttpModel:
         status raises its ``ModelError`` as ``_post_json`` does, a JSON answer (a server that
         does not stream) a ``ModelRequestError``; so does a transport failure
         while the body is read (a dropped connection, a server closing mid-body), as a
-        retryable ``ModelConnectionError`` or ``ModelTimeoutError``.
+        retryable ``ModelConnectionError`` or ``ModelTimeoutError``. The client's ``timeout``
+        bounds each wait for data (a whole stream is the engine's to bound).
         """
-        try:
+        timeouts, _ = self._timeouts()
+        with self._transport_errors(streaming=True):
             async with self._client.stream(
                 "POST",
                 url,
                 content=orjson.dumps(body),
                 headers={"content-type": "application/json", "accept": "text/event-stream"}
                 | dict(headers),
-                timeout=self._timeout,
+                timeout=timeouts,
             ) as response:
                 if not response.is_success:
                     await response.aread()
@@ -217,30 +198,42 @@ class HttpModel:
                 if response.headers.get("content-type", "").startswith("application/json"):
                     # A server that cannot stream answers whole: trying again will not help.
                     await response.aread()
-                    raise ModelRequestError(
-                        self._model,
+                    raise self._error(
+                        ModelRequestError,
                         f"the server answered JSON, not an event stream: {_snippet(response)!r}",
                         status_code=response.status_code,
                     )
                 yield response
-        except httpx.TimeoutException as exc:
-            raise ModelTimeoutError(
-                self._model, f"no data within {self._timeout:g}s ({_describe(exc)})"
-            ) from exc
+
+    @contextmanager
+    def _transport_errors(self, *, streaming: bool) -> Iterator[None]:
+        """Every httpx failure of a request as the ``ModelError`` it means, naming the URL."""
+        try:
+            yield
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            if isinstance(exc, httpx.ConnectTimeout):
+                message = f"could not connect within {self._timeout:g}s ({_describe(exc)})"
+            else:
+                waited = "no data" if streaming else "no answer"
+                message = f"{waited} within {self._timeout:g}s ({_describe(exc)})"
+            raise self._error(ModelTimeoutError, message) from exc
         except (
             httpx.UnsupportedProtocol,
             httpx.LocalProtocolError,
             httpx.InvalidURL,
             UnicodeEncodeError,
         ) as exc:
-            raise ModelRequestError(self._model, _describe(exc)) from exc
+            # The request could not even be formed (bad base URL, a header that is not ASCII
+            # such as a pasted key with a typographic quote): a retry sends the same request.
+            # ``InvalidURL`` and ``UnicodeEncodeError`` are not ``httpx.HTTPError``s.
+            raise self._error(ModelRequestError, _describe(exc)) from exc
         except httpx.TransportError as exc:
-            # Includes a server closing the connection mid-body (RemoteProtocolError).
-            raise ModelConnectionError(
-                self._model, f"the stream broke off: {_describe(exc)}"
-            ) from exc
+            # Streaming, this includes a server closing the connection mid-body.
+            broke = "the stream broke off: " if streaming else ""
+            raise self._error(ModelConnectionError, broke + _describe(exc)) from exc
         except (httpx.HTTPError, httpx.StreamError, httpx.CookieConflict) as exc:
-            raise ModelResponseError(self._model, _describe(exc)) from exc
+            # Undecodable content-encoding, redirect loops, and whatever else httpx raises.
+            raise self._error(ModelResponseError, _describe(exc)) from exc
 
 
 def error_for_status(model: str, response: httpx.Response, url: str | None = None) -> ModelError:

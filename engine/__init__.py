@@ -17,7 +17,7 @@ from agentledger.engine.models._pricing import (
     lookup_price,
     max_input_tokens,
 )
-from agentledger.engine.models._wire import WireProfile
+from agentledger.engine.models._wire import WIRE_PROFILES, ServerName, WireProfile
 from agentledger.engine.policies._budget import (
     BudgetExceededReason,
     BudgetPolicy,
@@ -106,6 +106,7 @@ __all__ = [
     "JUDGE_CHECK_NAME",
     "MCP_IDEMPOTENCY_META_KEY",
     "OUTPUT_CHECK_NAME",
+    "WIRE_PROFILES",
     "Agent",
     "AgentConfigError",
     "AnthropicModel",
@@ -177,6 +178,7 @@ __all__ = [
     "RunParkedError",
     "RunResult",
     "Sampling",
+    "ServerName",
     "Sink",
     "SizePolicy",
     "StreamingModel",

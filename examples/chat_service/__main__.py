@@ -12,7 +12,7 @@ from pathlib import Path
 
 import uvicorn
 
-from agentledger.engine.models._wire import WIRE_PROFILES
+from agentledger.engine import WIRE_PROFILES
 
 from .app import create_app
 from .service import Settings

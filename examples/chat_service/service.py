@@ -31,11 +31,11 @@ from agentledger.engine import (
     OpenAIChatModel,
     Price,
     RunResult,
+    ServerName,
     TextDelta,
     Tool,
     lookup_price,
 )
-from agentledger.engine.models._wire import ServerName
 from agentledger.events import (
     Event,
     ModelCallFailed,

@@ -71,7 +71,7 @@ from agentledger.replay import (
 )
 
 from ._agent import DEGRADED_TOOL_INSTRUCTION, Agent, BreakerPolicy, RetryPolicy
-from ._engine import Engine, RunNotFoundError, RunResult, Sink
+from ._engine import Engine, RunNotFoundError, Sink
 from ._errors import (
     AgentConfigError,
     ConversationBusyError,
@@ -95,6 +95,7 @@ from ._errors import (
     UnknownPriceError,
     UnknownSurfaceError,
 )
+from ._result import RunResult
 from ._sink import JsonLinesSink, combine_sinks
 from .loop._deltas import Delta
 from .loop._ports import Clock, IdSource, RandomIds, SystemClock

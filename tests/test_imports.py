@@ -119,7 +119,7 @@ ENGINE_FLOORS = [
     ["policies"],
     ["_agent"],
     ["loop"],
-    ["_engine", "_replaying", "_sink", "testing", "otel", "_conversations"],
+    ["_engine", "_result", "_replaying", "_sink", "testing", "otel", "_conversations"],
     ["cli", "__init__", "__main__"],
 ]
 """Lowest first: an engine module imports modules of its own floor or of floors below it

@@ -15,7 +15,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 from agentledger.engine._agent import Agent
-from agentledger.engine._engine import Engine, RunResult
+from agentledger.engine._engine import Engine
+from agentledger.engine._result import RunResult
 from agentledger.engine.loop._step import parent_cap
 from agentledger.engine.models._model import ModelRequest
 from agentledger.engine.policies._budget import Budgets

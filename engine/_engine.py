@@ -383,7 +383,9 @@ class Engine:
         arrives (the run's models that can stream are streamed), among the events. A call's
         deltas come before the ``ModelCallResponded`` that records its whole reply, or the
         ``ModelCallFailed`` that says its attempt failed (drop what it streamed: a retry
-        streams again, under a new ``call_id``). See ``docs/streaming.md``.
+        streams again, under a new ``call_id``). A sub-agent's run started by this one is
+        streamed with it: its events and deltas carry the child's ``run_id``. See
+        ``docs/streaming.md``.
         """
         if self._task_group is None:
             raise EngineError("the engine is not open; use 'async with Engine(store) as engine:'")
@@ -873,12 +875,16 @@ class Engine:
         parent_id = child.opening.parent_run_id or ""
         self._children[parent_id].add(child.run_id)
         try:
+            # Whoever streams the parent sees the child's events and deltas too (each names
+            # its run): a sub-agent's work is part of what the parent's caller waits for.
+            self._forward_listeners(parent_id, child.run_id)
             if await self.store.stream_version(run_stream(child.run_id)) > 0:
                 await self.resume(child.run_id, agent=child.agent)
                 state = await self.load(child.run_id)
             else:
                 state = await self._start_child(child, self._active.get(parent_id))
         finally:
+            self._forget_listeners(parent_id, child.run_id)
             self._children[parent_id].discard(child.run_id)
             if not self._children[parent_id]:
                 del self._children[parent_id]
@@ -940,6 +946,24 @@ class Engine:
     @staticmethod
     def _call_span(state: RunState, call_id: str) -> str:
         return state.calls[call_id].span_id or state.run_id
+
+    def _forward_listeners(self, from_run: str, to_run: str) -> None:
+        """``from_run``'s listeners (events, and deltas where asked) also hear ``to_run``."""
+        for registry in (self._listeners, self._delta_listeners):
+            for send in registry.get(from_run, ()):
+                registry[to_run].append(send)
+
+    def _forget_listeners(self, from_run: str, to_run: str) -> None:
+        """Undo ``_forward_listeners``."""
+        for registry in (self._listeners, self._delta_listeners):
+            forwarded = registry.get(to_run)
+            if forwarded is None:
+                continue
+            for send in registry.get(from_run, ()):
+                with suppress(ValueError):
+                    forwarded.remove(send)
+            if not forwarded:
+                del registry[to_run]
 
     def _delta_sink(self, requested: ModelCallRequested) -> DeltaSink | None:
         """Where the pieces of ``requested``'s reply go: its run's delta listeners; ``None``

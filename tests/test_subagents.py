@@ -19,6 +19,7 @@ from agentledger.engine import (
     Agent,
     BudgetPolicy,
     Budgets,
+    Delta,
     Engine,
     ModelReply,
     ModelRequest,
@@ -185,6 +186,28 @@ async def test_parent_child_answer_linked_both_ways_on_the_same_user_day(store: 
     async with engine(store, caps=budgets()) as e:
         for run_id, agent in (("p", parent), (CHILD, helper)):
             await check_invariants(e, run_id, agent=agent)
+
+
+async def test_streaming_the_parent_streams_the_child_too(store: EventStore) -> None:
+    child = ScriptedModel(
+        lambda request: reply("child answer"), name="helper-model", price=PRICE, chunk=4
+    )
+    _, parent = agents(child, parent_model("helper"))
+    items = []
+    async with engine(store) as e:
+        async for item in e.stream(parent, "go", run_id="p", deltas=True):
+            items.append(item)
+        after = [r async for r in e.stream(parent, "again", run_id="p2")]
+    child_events = [i for i in items if isinstance(i, RecordedEvent) and i.event.run_id == CHILD]
+    assert types(child_events) == types(await events_of(store, CHILD))
+    child_text = "".join(i.delta.text for i in items if isinstance(i, Delta) and i.run_id == CHILD)
+    assert child_text == "child answer"
+    # The child's events come between the parent's sub-agent start and end.
+    order = [(i.event.run_id, i.event.type) for i in items if isinstance(i, RecordedEvent)]
+    assert order.index(("p", "sub_agent_started")) < order.index((CHILD, "run_started"))
+    assert order.index((CHILD, "run_completed")) < order.index(("p", "sub_agent_ended"))
+    # Nothing is left forwarded: the next run's stream has only its own runs' events.
+    assert {r.event.run_id for r in after} == {"p2", "p2.t1.c1"}
 
 
 async def test_the_child_is_bounded_by_what_the_parent_has_left(store: EventStore) -> None:

@@ -170,6 +170,10 @@ def anthropic_endless(word: str = " tok") -> Iterator[bytes]:
 
 class _Streamer(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Each event is a small write of its own: with Nagle's algorithm on, a write waits for the
+    # ACK of the last, which the client delays (~40 ms on Linux), so a short answer took 40 ms
+    # longer than the events. Providers flush each event at once; so does this server.
+    disable_nagle_algorithm = True
     script: Script
     asked: list[Asked]
     served: list[int]  # events written per request

@@ -116,6 +116,21 @@ async def read_conversation(store: EventStore, conversation_id: str) -> Conversa
     )
 
 
+async def read_last_join(store: EventStore, conversation_id: str) -> ConversationState:
+    """The conversation's stream as far as a new run needs it: its last join and its version.
+
+    Only the newest event is read, so starting the 200th run of a conversation reads what
+    starting the second did. A join that lands between the two reads is read too (and the
+    version is its own); one that lands after them fails the new run's append (its expected
+    version), as it would after a whole read.
+    """
+    stream = conversation_stream(conversation_id)
+    version = await store.stream_version(stream)
+    if version == 0:
+        return ConversationState(conversation_id)
+    return fold_conversation(conversation_id, await store.read_stream(stream, after=version - 1))
+
+
 async def conversation_view(store: EventStore, conversation_id: str) -> Conversation | None:
     """The conversation's runs in order, each as its own stream says it stands (``None``: no
     run joined ``conversation_id``)."""
@@ -166,7 +181,7 @@ async def continuation(
                 f"run {follows!r} belongs to conversation {own!r}, not {conversation_id!r}"
             )
     assert conversation_id is not None
-    state = await read_conversation(store, conversation_id)
+    state = await read_last_join(store, conversation_id)
     last = state.last_run_id
     members: tuple[str, ...] = ()
     if last is None:

@@ -72,7 +72,12 @@ def _continued_bytes(db: Path) -> list[int]:
 
 
 async def run_mode(
-    db: Path, *, runs: int, conversation: bool, memory: MemoryPolicy | None
+    db: Path,
+    *,
+    runs: int,
+    conversation: bool,
+    memory: MemoryPolicy | None,
+    marks: tuple[int, ...] = MARKS,
 ) -> dict[str, Any]:
     """``runs`` runs on a fresh SQLite file: sizes of requests and events, and timings."""
     model = ScriptedModel(answer_of, name="chat-model")
@@ -93,7 +98,7 @@ async def run_mode(
         "runs": runs,
         "statuses": sorted(statuses),
         "model_calls": len(model.requests),
-        "input_tokens": {"max": max(sizes), "last": sizes[-1], "at_run": _at(sizes, MARKS)},
+        "input_tokens": {"max": max(sizes), "last": sizes[-1], "at_run": _at(sizes, marks)},
         "us_per_run": round(sum(seconds) / runs * 1e6, 1),
         "us_per_run_last_tenth": round(sum(tail) / len(tail) * 1e6, 1),
     }
@@ -104,7 +109,7 @@ async def run_mode(
             "events": len(stored),
             "max": max(stored, default=0),
             "last": stored[-1] if stored else 0,
-            "at_run": _at(stored, MARKS, offset=2),  # run 1 starts the conversation: none
+            "at_run": _at(stored, marks, offset=2),  # run 1 starts the conversation: none
         }
     if memory is not None:
         figures["policy"] = {
@@ -118,12 +123,23 @@ async def run_mode(
 
 
 async def measure(
-    workdir: Path, *, runs: int = 200, memory: MemoryPolicy = POLICY
+    workdir: Path,
+    *,
+    runs: int = 200,
+    memory: MemoryPolicy = POLICY,
+    marks: tuple[int, ...] = MARKS,
 ) -> dict[str, Any]:
-    """The three modes, each on a SQLite file of its own in ``workdir``."""
-    plain = await run_mode(workdir / "plain.db", runs=runs, conversation=False, memory=None)
-    bare = await run_mode(workdir / "convo.db", runs=runs, conversation=True, memory=None)
-    bounded = await run_mode(workdir / "memory.db", runs=runs, conversation=True, memory=memory)
+    """The three modes, each on a SQLite file of its own in ``workdir``; sizes are also given
+    at the runs numbered in ``marks``."""
+    plain = await run_mode(
+        workdir / "plain.db", runs=runs, conversation=False, memory=None, marks=marks
+    )
+    bare = await run_mode(
+        workdir / "convo.db", runs=runs, conversation=True, memory=None, marks=marks
+    )
+    bounded = await run_mode(
+        workdir / "memory.db", runs=runs, conversation=True, memory=memory, marks=marks
+    )
     for mode in (bare, bounded):
         mode["ratio_to_plain"] = round(mode["us_per_run"] / plain["us_per_run"], 2)
         mode["ratio_to_plain_last_tenth"] = round(

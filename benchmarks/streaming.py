@@ -100,9 +100,12 @@ class _CountingStream(httpx.AsyncByteStream):
         reads.events.append(0)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        last = b""
         async for chunk in self._inner:
-            # The server writes one event per HTTP chunk, each ended by a blank line.
-            self._reads.events[self._index] += chunk.count(b"\n\n")
+            # Each event ends with a blank line; one split between two reads is counted once,
+            # with the last byte of the read before it.
+            self._reads.events[self._index] += (last + chunk).count(b"\n\n")
+            last = chunk[-1:]
             yield chunk
 
     async def aclose(self) -> None:

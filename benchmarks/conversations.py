@@ -14,7 +14,8 @@ scripted model (so what is measured is the engine, the history it carries and it
 Each task is about 25 tokens and each answer about 60. Per mode: the input tokens of each
 request as the memory policy counts them (max, last, at runs 10/50/100/200), the bytes of each
 run's ``ConversationContinued`` as stored (max, last, at the same runs), and the time per run
-(mean, mean of the last tenth) with its ratio to a plain run.
+(median over all runs and over the last tenth: medians, as the machine may be shared) with its
+ratio to a plain run.
 
     python benchmarks/conversations.py [--quick] [--json]
 """
@@ -26,6 +27,7 @@ import json
 import os
 import platform
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -99,8 +101,8 @@ async def run_mode(
         "statuses": sorted(statuses),
         "model_calls": len(model.requests),
         "input_tokens": {"max": max(sizes), "last": sizes[-1], "at_run": _at(sizes, marks)},
-        "us_per_run": round(sum(seconds) / runs * 1e6, 1),
-        "us_per_run_last_tenth": round(sum(tail) / len(tail) * 1e6, 1),
+        "us_per_run_median": round(statistics.median(seconds) * 1e6, 1),
+        "us_per_run_median_last_tenth": round(statistics.median(tail) * 1e6, 1),
     }
     if conversation:
         stored = _continued_bytes(db)
@@ -141,9 +143,9 @@ async def measure(
         workdir / "memory.db", runs=runs, conversation=True, memory=memory, marks=marks
     )
     for mode in (bare, bounded):
-        mode["ratio_to_plain"] = round(mode["us_per_run"] / plain["us_per_run"], 2)
+        mode["ratio_to_plain"] = round(mode["us_per_run_median"] / plain["us_per_run_median"], 2)
         mode["ratio_to_plain_last_tenth"] = round(
-            mode["us_per_run_last_tenth"] / plain["us_per_run_last_tenth"], 2
+            mode["us_per_run_median_last_tenth"] / plain["us_per_run_median_last_tenth"], 2
         )
     return {"plain": plain, "conversation": bare, "conversation_memory": bounded}
 

@@ -268,12 +268,14 @@ async def tool_call(bench: Bench, engine: Engine) -> dict[str, Any]:
             "tool_calls_run": len(_events(recorded, ToolCallSucceeded)),
             "calls": await bench.calls(result.run_id),
             "http_statuses": [r["status"] for r in requests],
-            "tool_turn_content_sent": [
-                m.get("content", "<missing>")
-                for r in requests
-                for m in (r["body"] or {}).get("messages", [])
-                if m.get("role") == "assistant" and m.get("tool_calls")
-            ],
+            "tool_turn_content_sent": sorted(
+                {
+                    repr(m.get("content", "<missing>"))
+                    for r in requests
+                    for m in (r["body"] or {}).get("messages", [])
+                    if m.get("role") == "assistant" and m.get("tool_calls")
+                }
+            ),
             "replay": await bench.replay(engine, result.run_id, agent),
         }
     return out
@@ -343,32 +345,41 @@ def second_day(recorded: list[RecordedEvent]) -> Any:
 async def _streamed(
     engine: Engine, agent: Agent[Any], task: str, **kwargs: Any
 ) -> tuple[str, dict[str, Any]]:
-    """Stream a run with deltas; check every call's deltas join to its logged reply."""
+    """Stream a run with deltas; check every call's deltas join to its logged reply (its text
+    and its tool calls' ids, names and arguments)."""
     pieces: dict[str, list[str]] = {}
-    tool_pieces: dict[str, int] = {}
-    replies: dict[str, str] = {}
+    calls: dict[str, dict[int, list[str]]] = {}
+    replies: dict[str, tuple[str, list[list[str]]]] = {}
     failed: list[str] = []
     run_id = ""
-    count = 0
+    count = tool_count = 0
     async for item in engine.stream(agent, task, deltas=True, **kwargs):
         if isinstance(item, Delta):
             count += 1
             if isinstance(item.delta, TextDelta):
                 pieces.setdefault(item.call_id, []).append(item.delta.text)
             elif isinstance(item.delta, ToolCallDelta):
-                tool_pieces[item.call_id] = tool_pieces.get(item.call_id, 0) + 1
+                tool_count += 1
+                piece = item.delta
+                call = calls.setdefault(item.call_id, {}).setdefault(piece.index, ["", "", ""])
+                call[0] += piece.id or ""
+                call[1] += piece.name or ""
+                call[2] += piece.arguments
             continue
         run_id = run_id or item.event.run_id
         if isinstance(item.event, ModelCallResponded):
-            replies[item.event.call_id] = item.event.text
+            logged = [[c.id, c.name, c.arguments] for c in item.event.tool_calls]
+            replies[item.event.call_id] = (item.event.text, logged)
         elif isinstance(item.event, ModelCallFailed):
             failed.append(item.event.call_id)
     joined = {call: "".join(p) for call, p in pieces.items()}
     return run_id, {
         "deltas": count,
-        "tool_call_deltas": sum(tool_pieces.values()),
+        "tool_call_deltas": tool_count,
         "deltas_join_to_logged_reply": all(
-            joined.get(call, "") == text for call, text in replies.items()
+            joined.get(call, "") == text
+            and [v for _, v in sorted(calls.get(call, {}).items())] == logged
+            for call, (text, logged) in replies.items()
         ),
         "failed_attempts": len(failed),
     }
@@ -386,6 +397,28 @@ async def streaming(bench: Bench, engine: Engine) -> dict[str, Any]:
         "calls": await bench.calls(run_id),
         "replay": await bench.replay(engine, run_id, llama),
     }
+    tools: dict[str, Any] = {}
+    for label, choice in (("auto", "auto"), ("named", "lookup_order")):
+        agent = bench.agent(
+            f"stream-tools-{label}",
+            system_prompt="You look orders up with the lookup_order tool, then answer briefly.",
+            tools=[lookup_order],
+            tool_choice=choice,
+            max_tokens=48,
+            max_turns=2,
+        )
+        mark = len(bench.wire.requests)
+        run_id, seen = await _streamed(engine, agent, "Where is my order 123456?")
+        tools[label] = {
+            "tool_choice": choice,
+            "run": _result(await engine.result(run_id)),
+            **seen,
+            "calls": await bench.calls(run_id),
+            "requests_streamed": [
+                bool((r["body"] or {}).get("stream")) for r in bench.wire.since(mark)
+            ],
+            "http_statuses": [r["status"] for r in bench.wire.since(mark)],
+        }
     max_tokens = 8
     openai = bench.agent("stream-openai", server="openai", max_tokens=max_tokens)
     run_id, seen = await _streamed(
@@ -400,6 +433,7 @@ async def streaming(bench: Bench, engine: Engine) -> dict[str, Any]:
     calls = await bench.calls(run_id)
     return {
         "llama_cpp": llama_out,
+        "llama_cpp_tool_runs": tools,
         "openai_capped_cut_off": {
             "max_tokens": max_tokens,
             "run": _result(result),

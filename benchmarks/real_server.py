@@ -13,7 +13,7 @@ scenario what happened (statuses, token counts, budget figures, HTTP requests ma
 A scenario that raises is recorded with its error and the others still run. Without a server at
 ``--base-url`` it prints one line to stderr and exits 2. ``--capture DIR`` also writes every
 request body and every JSON reply body to ``DIR`` (``NN-scenario.request.json`` ...), for
-recorded-body tests.
+recorded-body tests. ``--brief`` leaves out each model call's details and the texts.
 """
 
 from __future__ import annotations
@@ -266,6 +266,10 @@ async def tool_call(bench: Bench, engine: Engine) -> dict[str, Any]:
             "tool_choice": choice,
             "run": _result(result),
             "tool_calls_run": len(_events(recorded, ToolCallSucceeded)),
+            "failed_attempts": [
+                {"error": e.error_type, "status_code": e.status_code, "retryable": e.retryable}
+                for e in _events(recorded, ModelCallFailed)
+            ],
             "calls": await bench.calls(result.run_id),
             "http_statuses": [r["status"] for r in requests],
             "tool_turn_content_sent": sorted(
@@ -461,6 +465,7 @@ async def structured(bench: Bench, engine: Engine) -> dict[str, Any]:
         "run": _result(result),
         "value": None if result.value is None else result.value.model_dump(),
         "response_format_sent": (sent[0]["body"] or {}).get("response_format"),
+        "response_format_type": ((sent[0]["body"] or {}).get("response_format") or {}).get("type"),
         "calls": await bench.calls(result.run_id),
         "replay": await bench.replay(engine, result.run_id, agent),
     }
@@ -558,13 +563,28 @@ def cli() -> None:
     parser.add_argument("--model", required=True, help="the model name the server answers to")
     parser.add_argument("--capture", type=Path, help="write request and JSON reply bodies here")
     parser.add_argument("--only", action="append", default=[], help="run only these scenarios")
+    parser.add_argument(
+        "--brief", action="store_true", help="leave out each call's details and the texts"
+    )
     args = parser.parse_args()
     why = anyio.run(reachable, args.base_url)
     if why is not None:
         print(why, file=sys.stderr)
         sys.exit(2)
     figures = anyio.run(main, args.base_url, args.model, args.capture, set(args.only))
-    print(json.dumps(figures, indent=2, default=str))
+    print(json.dumps(_brief(figures) if args.brief else figures, indent=2, default=str))
+
+
+BRIEF_DROPS = frozenset({"calls", "output", "text", "response_format_sent", "run_id"})
+
+
+def _brief(value: Any) -> Any:
+    """``value`` without the keys ``--brief`` leaves out, at any depth."""
+    if isinstance(value, dict):
+        return {k: _brief(v) for k, v in value.items() if k not in BRIEF_DROPS}
+    if isinstance(value, list):
+        return [_brief(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":

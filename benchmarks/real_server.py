@@ -304,9 +304,9 @@ async def output_limit(bench: Bench, engine: Engine) -> dict[str, Any]:
     day = await engine.spend_for_user("limit-openai", second_day(await bench.events(second.run_id)))
     return {
         "day_cap_usd": str(DAY_CAP),
-        "price_per_mtok": {
-            "input": str(PRICE.input_per_mtok),
-            "output": str(PRICE.output_per_mtok),
+        "price_usd_per_mtok": {
+            "input_tokens": str(PRICE.input_per_mtok),
+            "output_tokens": str(PRICE.output_per_mtok),
         },
         "llama_cpp_max_tokens": {
             "run": _result(first),

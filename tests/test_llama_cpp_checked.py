@@ -3,7 +3,9 @@ HTTP with the bodies recorded there (``fixtures/wire/llama-cpp-server/09-*`` to 
 
 - that server cannot stream a request with tools and ``tool_choice: "auto"`` (it answers 200
   and an empty event stream), so the llama.cpp profile makes such requests whole;
-- an error raised while a stream is read names the URL, like every other client error.
+- an error raised while a stream is read names the URL, like every other client error;
+- a forced tool choice (a named tool, ``"required"``) held on every call, so a run could never
+  answer: it now holds until a tool result follows the last user message.
 """
 
 from __future__ import annotations
@@ -31,15 +33,17 @@ from agentledger.engine import (
     ToolContext,
     tool,
 )
+from agentledger.engine.loop._requests import tool_choice_now
 from agentledger.engine.models._model import ModelRequest, ToolSpec
 from agentledger.engine.testing import SequentialIds
 from agentledger.events import (
     MemoryEventStore,
     ModelCallFailed,
     ModelCallResponded,
+    ToolCall,
     ToolCallSucceeded,
 )
-from agentledger.projections._messages import UserMessage
+from agentledger.projections._messages import AssistantMessage, ToolResultMessage, UserMessage
 
 RECORDED = Path(__file__).resolve().parent / "fixtures" / "wire" / "llama-cpp-server"
 NAME = "smollm2-135m"
@@ -167,3 +171,44 @@ async def test_the_recorded_auto_tool_call_reads_its_tool_calls_not_the_legacy_f
     assert [(c.name, c.arguments) for c in reply.tool_calls] == [
         ("lookup_order", '{"order_id": 123456}')
     ]
+
+
+async def test_a_run_with_a_forced_tool_answers_after_the_tools_result() -> None:
+    with llama_like_server() as (url, sent):
+        async with OpenAIChatModel(NAME, server="llama.cpp", base_url=url) as model:
+            agent = Agent(
+                name="orders",
+                model=model,
+                tools=[lookup_order],
+                tool_choice="lookup_order",
+                prices=FREE,
+                max_turns=4,
+            )
+            async with MemoryEventStore() as store, Engine(store) as engine:
+                result = await engine.run(agent, "Where is my order 123456?")
+                events = [r.event for r in await store.read_stream(f"run-{result.run_id}")]
+                replay = await engine.replay(result.run_id, agent=agent)
+
+    assert result.status == "completed"
+    assert [e.tool_name for e in events if isinstance(e, ToolCallSucceeded)] == ["lookup_order"]
+    forced = {"type": "function", "function": {"name": "lookup_order"}}
+    assert [body["tool_choice"] for body in sent] == [forced, "auto"]
+    assert replay.matches and len(sent) == 2
+
+
+CALLED = ToolCall(id="c1", name="lookup_order", arguments="{}")
+
+
+@pytest.mark.parametrize("choice", ["required", "lookup_order"])
+def test_forcing_holds_until_a_tool_result_follows_the_last_user_message(choice: str) -> None:
+    asked = [UserMessage(content="Where is my order?")]
+    called = [
+        *asked,
+        AssistantMessage(tool_calls=(CALLED,)),
+        ToolResultMessage(tool_call_id="c1", tool_name="lookup_order", content="{}"),
+    ]
+    revised = [*called, AssistantMessage(content="Shipped."), UserMessage(content="Check again.")]
+    assert tool_choice_now(asked, choice) == choice
+    assert tool_choice_now(called, choice) == "auto"
+    assert tool_choice_now(revised, choice) == choice
+    assert tool_choice_now(called, "none") == "none"

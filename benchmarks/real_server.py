@@ -272,6 +272,7 @@ async def tool_call(bench: Bench, engine: Engine) -> dict[str, Any]:
             ],
             "calls": await bench.calls(result.run_id),
             "http_statuses": [r["status"] for r in requests],
+            "tool_choice_sent": [(r["body"] or {}).get("tool_choice") for r in requests],
             "tool_turn_content_sent": sorted(
                 {
                     repr(m.get("content", "<missing>"))

@@ -122,7 +122,9 @@ class Agent(Generic[OutputT]):
     chain cannot honour (a seed on Anthropic) is refused here."""
     tool_choice: ToolChoice = "auto"
     """Whether the model may (``"auto"``), must (``"required"``) or must not (``"none"``) call
-    a tool, or the name of the one tool it must call; on every agent call of a run."""
+    a tool, or the name of the one tool it must call. A forcing choice (``"required"``, a name)
+    holds until a tool result follows the last user message; the next call is ``"auto"``, so
+    the model can answer with the results (a revision forces again)."""
     _price_table: dict[str, Price] = field(init=False, repr=False, compare=False)
     _output: StructuredOutput | None = field(init=False, repr=False, compare=False)
 

@@ -89,9 +89,19 @@ class ModelError(EngineError):
         self.model = model
         self.status_code = status_code
         self.url = url
-        where = f"{model} at {url}" if url else model
-        # Redacted before the lines are joined: a PEM block is recognised by its line breaks.
-        super().__init__(_LINE_BREAKS.sub(" ", redact_secrets(f"{where}: {message}")))
+        self.detail = message  # what went wrong, without the model and URL in front
+        super().__init__(_model_error_text(model, message, url))
+
+    def locate(self, url: str) -> None:
+        """Name ``url`` in this error, raised where the URL was not known (a stream reader's)."""
+        self.url = url
+        self.args = (_model_error_text(self.model, self.detail, url),)
+
+
+def _model_error_text(model: str, message: str, url: str | None) -> str:
+    where = f"{model} at {url}" if url else model
+    # Redacted before the lines are joined: a PEM block is recognised by its line breaks.
+    return _LINE_BREAKS.sub(" ", redact_secrets(f"{where}: {message}"))
 
 
 class ModelRateLimitedError(ModelError):

@@ -3,8 +3,12 @@
 It answers with the recorded bodies of ``fixtures/wire/llama-cpp-server``, and, like that server:
 an assistant tool turn whose ``content`` is null or missing gets the recorded HTTP 500; tools
 offered without ``tool_choice`` are not offered at all (``chatml-function-calling``), so the
-model just chats; a path other than ``/v1/chat/completions`` gets its 404. ``delay`` seconds
-pass before each answer (for the timeout tests).
+model just chats; a named ``tool_choice`` always gets the recorded call (a grammar forces it);
+after a tool result, ``"auto"`` gets the recorded answer (a model that answers: the real 135M
+one called the tool again, ``11-tool-followup-auto``); a path other than
+``/v1/chat/completions`` gets its 404. ``delay`` seconds pass before each answer (for the
+timeout tests). A streamed request gets a recorded stream, and one with tools and
+``tool_choice: "auto"`` the recorded empty event stream (the server cannot stream that).
 """
 
 from __future__ import annotations
@@ -28,11 +32,23 @@ def _answer(body: dict[str, Any]) -> tuple[int, bytes]:
         if tool_turn and not isinstance(message.get("content"), str):
             failed = RECORDED / "03-tool-followup-content-null.response-500.json"
             return 500, failed.read_bytes()
+    if isinstance(body.get("tool_choice"), dict):
+        # A named tool is forced by a grammar there: the reply is a call, whatever came before.
+        return 200, (RECORDED / "02-forced-tool-call.response.json").read_bytes()
     if any(message.get("role") == "tool" for message in messages):
         return 200, (RECORDED / "04-tool-followup-content-empty.response.json").read_bytes()
-    if body.get("tools") and body.get("tool_choice") not in (None, "none"):
-        return 200, (RECORDED / "02-forced-tool-call.response.json").read_bytes()
+    if body.get("tools") and body.get("tool_choice") == "auto":
+        return 200, (RECORDED / "10-auto-tool-choice.response.json").read_bytes()
     return 200, (RECORDED / "01-chat.response.json").read_bytes()
+
+
+def _stream(body: dict[str, Any]) -> bytes:
+    """The recorded stream for a streamed request (tool follow-ups are not recorded)."""
+    if body.get("tools") and body.get("tool_choice") == "auto":
+        return (RECORDED / "09-stream-auto-tool-choice.response.sse").read_bytes()
+    if body.get("tools") and body.get("tool_choice") not in (None, "none"):
+        return (RECORDED / "07-stream-forced-tool-call.response.sse").read_bytes()
+    return (RECORDED / "06-stream-include-usage.response.sse").read_bytes()
 
 
 @contextmanager
@@ -49,9 +65,15 @@ def llama_like_server(delay: float = 0.0) -> Iterator[tuple[str, list[dict[str, 
             else:
                 sent.append(body)
                 status, reply = _answer(body)
+                if status == 200 and body.get("stream"):
+                    reply = _stream(body)
+            streamed = status == 200 and body.get("stream")
             try:
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header(
+                    "content-type",
+                    "text/event-stream; charset=utf-8" if streamed else "application/json",
+                )
                 self.send_header("content-length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)

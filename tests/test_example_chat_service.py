@@ -267,39 +267,55 @@ def test_one_command_starts_it(tmp_path: Path) -> None:
     assert (tmp_path / "chat.db").exists()
 
 
-def _completion(content: str = "", tool_calls: list[dict[str, Any]] | None = None) -> Stream:
-    """An OpenAI-compatible server's streamed reply."""
+def _completion_body(
+    content: str = "", tool_calls: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    completion = {
+    return {
         "model": "local-model",
         "choices": [{"message": message, "finish_reason": "tool_calls" if tool_calls else "stop"}],
         "usage": {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52},
     }
-    return Stream(openai_stream(completion, size=5))
 
 
-async def test_on_an_openai_compatible_server(tmp_path: Path) -> None:
-    """With ``--model``/``--base-url`` the service streams from the server (a local one here,
-    llama.cpp's profile), asks for the structured answer and offers the MCP tool."""
+def _completion(content: str = "", tool_calls: list[dict[str, Any]] | None = None) -> Stream:
+    """An OpenAI-compatible server's streamed reply."""
+    return Stream(openai_stream(_completion_body(content, tool_calls), size=5))
+
+
+def _whole(content: str = "", tool_calls: list[dict[str, Any]] | None = None) -> Stream:
+    """The same reply whole: llama.cpp's server cannot stream a request with tools and
+    ``tool_choice: "auto"``, so its profile makes those requests without streaming."""
+    body = orjson.dumps(_completion_body(content, tool_calls))
+    return Stream([body], content_type="application/json")
+
+
+@pytest.mark.parametrize("server", ["vllm", "llama.cpp"])
+async def test_on_an_openai_compatible_server(tmp_path: Path, server: str) -> None:
+    """With ``--model``/``--base-url`` the service streams from the server (a local one here),
+    asks for the structured answer and offers the MCP tool. Under llama.cpp's profile the
+    agent's requests (tools with "auto") are made whole: one delta per reply."""
     forecast = {"id": "call_1", "type": "function"}
     forecast["function"] = {"name": "forecast", "arguments": '{"city": "Paris"}'}
     answer = TravelAnswer(reply="Rain in Paris.", city="Paris", temperature_c=18, umbrella=True)
+    streamed = server == "vllm"
+    make = _completion if streamed else _whole
     script = [
-        lambda: _completion(tool_calls=[forecast]),
-        lambda: _completion(answer.model_dump_json()),
+        lambda: make(tool_calls=[forecast]),
+        lambda: make(answer.model_dump_json()),
     ]
     with sse_provider(script) as (url, asked, _):
         settings = Settings(
-            db=tmp_path / "chat.db", model="local-model", base_url=f"{url}/v1", server="llama.cpp"
+            db=tmp_path / "chat.db", model="local-model", base_url=f"{url}/v1", server=server
         )
         async with open_service(settings) as service:
             events = [e async for e in service.chat(None, "Weather in Paris?")]
     (done,) = [e.data for e in events if e.name == "answer"]
     assert done["status"] == "completed" and done["value"] == answer.model_dump(mode="json")
     deltas = [str(e.data["text"]) for e in events if e.name == "delta"]
-    assert len(deltas) > 1 and "".join(deltas) == done["text"]
+    assert (len(deltas) > 1 if streamed else len(deltas) == 1) and "".join(deltas) == done["text"]
     tool_results = [e.data for e in events if e.name == "tool" and e.data["phase"] == "result"]
     assert tool_results[0]["result"] == {
         "city": "Paris",
@@ -307,16 +323,15 @@ async def test_on_an_openai_compatible_server(tmp_path: Path) -> None:
         "temperature_c": 18,
     }
     first, second = (body for _, body in asked)
-    assert first["stream"] is True and first["model"] == "local-model"
+    assert first.get("stream", False) is streamed and first["model"] == "local-model"
     assert [t["function"]["name"] for t in first["tools"]] == ["forecast"]
-    # llama.cpp's way of asking for a schema; the schema is TravelAnswer's.
-    assert first["response_format"]["type"] == "json_object"
-    assert first["response_format"]["schema"]["properties"].keys() == {
-        "reply",
-        "city",
-        "temperature_c",
-        "umbrella",
-    }
+    if streamed:
+        schema = first["response_format"]["json_schema"]["schema"]
+    else:
+        # llama.cpp's way of asking for a schema; the schema is TravelAnswer's.
+        assert first["response_format"]["type"] == "json_object"
+        schema = first["response_format"]["schema"]
+    assert schema["properties"].keys() == {"reply", "city", "temperature_c", "umbrella"}
     assert (
         second["messages"][-1]["role"] == "tool"
         and "light rain" in second["messages"][-1]["content"]

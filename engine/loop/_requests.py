@@ -14,11 +14,16 @@ import orjson
 from pydantic import TypeAdapter
 
 from agentledger.engine._agent import Agent
-from agentledger.engine.models._model import Model, ModelRequest, Sampling
+from agentledger.engine.models._model import Model, ModelRequest, Sampling, ToolChoice
 from agentledger.engine.policies._output import OutputCheck
 from agentledger.events import ModelPurpose
 from agentledger.projections._memory_view import CompactionPlan, memory_view, plan_compaction
-from agentledger.projections._messages import Message, SystemMessage, UserMessage
+from agentledger.projections._messages import (
+    Message,
+    SystemMessage,
+    ToolResultMessage,
+    UserMessage,
+)
 from agentledger.projections._run_state import RunState
 
 _MESSAGES = TypeAdapter(list[Message])
@@ -67,7 +72,7 @@ def build_request(state: RunState, agent: Agent, purpose: ModelPurpose) -> Model
             tools=agent.tool_specs,
             max_tokens=agent.max_tokens,
             output=agent.output_schema,
-            tool_choice=agent.tool_choice,
+            tool_choice=tool_choice_now(state.messages, agent.tool_choice),
             sampling=agent.sampling,
         )
     if purpose == "summary":
@@ -83,6 +88,25 @@ def build_request(state: RunState, agent: Agent, purpose: ModelPurpose) -> Model
     critic = agent.critic
     assert critic is not None and critic.judge is not None and state.started is not None
     return critic.judge.request(state.started.task, final_answer(state, agent))
+
+
+def tool_choice_now(messages: Sequence[Message], choice: ToolChoice) -> ToolChoice:
+    """The tool choice of the next agent call: a forcing one (``"required"`` or a tool's name)
+    holds until a tool result follows the last user message, then it is ``"auto"``.
+
+    Forcing every call would never let a run end: each reply would be a tool call (checked
+    against a real llama.cpp server, where such runs ran to ``max_turns``). So the model must
+    call a tool first, and may answer once it has the results; a user message (a revision)
+    forces again. Folded from the messages alone, so replay and resume decide the same.
+    """
+    if choice in ("auto", "none"):
+        return choice
+    for message in reversed(messages):
+        if isinstance(message, ToolResultMessage):
+            return "auto"
+        if isinstance(message, UserMessage):
+            return choice
+    return choice
 
 
 def final_answer(state: RunState, agent: Agent) -> str:

@@ -203,7 +203,13 @@ class HttpModel:
                         f"the server answered JSON, not an event stream: {_snippet(response)!r}",
                         status_code=response.status_code,
                     )
-                yield response
+                try:
+                    yield response
+                except ModelError as exc:
+                    # The stream readers raise without the URL (they see only events).
+                    if exc.url is None:
+                        exc.locate(self.url)
+                    raise
 
     @contextmanager
     def _transport_errors(self, *, streaming: bool) -> Iterator[None]:

@@ -29,7 +29,16 @@ from agentledger.projections._messages import (
 )
 
 from ._http import HttpModel, StrictWire
-from ._model import DeltaSink, ModelReply, ModelRequest, Sampling, ToolChoice, ToolSpec
+from ._model import (
+    DeltaSink,
+    ModelReply,
+    ModelRequest,
+    Sampling,
+    TextDelta,
+    ToolCallDelta,
+    ToolChoice,
+    ToolSpec,
+)
 from ._openai_stream import read_openai_stream
 from ._sse import input_estimate, server_sent_events
 from ._wire import ServerName, WireProfile, wire_profile
@@ -209,11 +218,17 @@ class OpenAIChatModel(HttpModel):
         with the pieces counted as output and ``input_estimate`` of the body as input. The
         output is cut at ``request.max_tokens`` even if the server ignores its limit (see
         ``docs/streaming.md``). A stream that breaks off raises a retryable ``ModelError``.
+
+        A request that lets the model choose a tool, to a server that cannot stream it
+        (``WireProfile.streams_auto_tools``), is made whole with ``complete``; its reply is
+        handed to ``on_delta`` at once.
         """
-        body = self.request_body(request) | {
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
+        body = self.request_body(request)
+        if not self._profile.streams_auto_tools and _chooses_tools(body):
+            reply = await self.complete(request)
+            _hand_out(reply, on_delta)
+            return reply
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
         async with self._post_stream(self._url, self._headers, body) as response:
             return await read_openai_stream(
                 server_sent_events(response.aiter_lines()),
@@ -222,6 +237,19 @@ class OpenAIChatModel(HttpModel):
                 input_estimate=input_estimate(body),
                 on_delta=on_delta,
             )
+
+
+def _chooses_tools(body: Mapping[str, Any]) -> bool:
+    """Whether ``body`` offers tools and leaves the choice to the model (``"auto"``)."""
+    return bool(body.get("tools")) and body.get("tool_choice", "auto") == "auto"
+
+
+def _hand_out(reply: ModelReply, on_delta: DeltaSink) -> None:
+    """A whole reply as the deltas a stream of it would have given, in one piece each."""
+    if reply.text:
+        on_delta(TextDelta(reply.text))
+    for index, call in enumerate(reply.tool_calls):
+        on_delta(ToolCallDelta(index=index, id=call.id, name=call.name, arguments=call.arguments))
 
 
 # The reply shape, as far as we read it.

@@ -20,7 +20,9 @@ What each profile says, and where it comes from (recorded bodies are in
   offers the model no tools at all, so ``"auto"`` is sent explicitly; ``"required"`` is not
   implemented (an assertion, so a 500), so it is sent as the tool's name when the agent has
   one tool and refused at build otherwise; ``response_format`` knows only ``json_object`` with
-  a ``schema``.
+  a ``schema``. A *streamed* request with ``"auto"`` breaks when the model picks a tool: the
+  server answers 200 and ends the stream with no event (it raised "Automatic streaming tool
+  choice is not supported"), so such requests are made without streaming.
 - ``ollama``: ``null`` content is accepted but drops the calls' ids, ``""`` keeps them;
   ``max_tokens`` only (read into ``num_predict``); ``tool_choice`` is not read at all, so
   ``"none"`` is done by not offering the tools and forcing a call is refused at build;
@@ -53,6 +55,9 @@ class WireProfile:
     ``response_format``: ``"json_schema"`` (OpenAI's shape) or ``"json_object_schema"``
     (``{"type": "json_object", "schema": ...}``). ``strict``: send ``"strict": true`` when the
     schema allows it. ``max_stop``: how many stop sequences the server takes (``None``: any).
+    ``streams_auto_tools``: whether the server can stream a reply to a request that lets the
+    model choose a tool (``tool_choice`` ``"auto"`` with tools); if not, ``stream`` makes such a
+    request whole and hands the reply out at once (no output cut-off for it).
     """
 
     name: str
@@ -63,6 +68,7 @@ class WireProfile:
     response_format: Literal["json_schema", "json_object_schema"] = "json_schema"
     strict: bool = False
     max_stop: int | None = None
+    streams_auto_tools: bool = True
 
     def check_settings(
         self, tool_choice: ToolChoice, sampling: Sampling, tool_names: Sequence[str]
@@ -166,6 +172,7 @@ WIRE_PROFILES: Mapping[str, WireProfile] = {
         explicit_auto=True,
         forcing="named_only",
         response_format="json_object_schema",
+        streams_auto_tools=False,
     ),
     "ollama": WireProfile(
         "ollama", tool_turn_content="empty", max_tokens_field="max_tokens", forcing="ignored"

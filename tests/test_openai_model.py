@@ -216,6 +216,21 @@ async def test_base_url_from_environment_unless_given(monkeypatch: pytest.Monkey
     ]
 
 
+async def test_a_base_url_with_a_query_keeps_it_after_the_path() -> None:
+    # Azure OpenAI's deployments take ?api-version=...; the path goes before the query.
+    provider = Provider(200, fixture("after_tools.response.json"))
+    client = httpx.AsyncClient(transport=httpx.MockTransport(provider))
+    base = "https://res.openai.azure.com/openai/deployments/gpt4o?api-version=2024-10-21"
+    model = OpenAIChatModel("gpt-4o", base_url=base, client=client)
+    await model.complete(SIMPLE)
+    (request,) = provider.requests
+    assert str(request.url) == (
+        "https://res.openai.azure.com/openai/deployments/gpt4o/chat/completions"
+        "?api-version=2024-10-21"
+    )
+    assert model.url == "https://res.openai.azure.com/openai/deployments/gpt4o/chat/completions"
+
+
 async def test_timeout_is_applied_to_each_request_over_a_borrowed_client() -> None:
     provider = Provider(200, fixture("after_tools.response.json"))
     model = model_over(provider, timeout=12.5)

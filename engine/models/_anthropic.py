@@ -39,7 +39,7 @@ from agentledger.projections._messages import (
 )
 
 from ._anthropic_stream import read_anthropic_stream
-from ._http import HttpModel, StrictWire
+from ._http import HttpModel, StrictWire, endpoint
 from ._model import (
     DeltaSink,
     ModelReply,
@@ -192,7 +192,7 @@ class AnthropicModel(HttpModel):
     ) -> None:
         super().__init__(model, client=client, timeout=timeout)
         base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL
-        self._url = base_url.rstrip("/") + "/v1/messages"
+        self._url = endpoint(base_url, "/v1/messages")
         key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         self._headers = (
             ({"x-api-key": key} if key else {})

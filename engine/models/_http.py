@@ -71,6 +71,17 @@ def safe_url(url: str | httpx.URL) -> str:
         return re.sub(r"(?<=://)[^/@]*@", "", text)
 
 
+def endpoint(base_url: str, path: str) -> str:
+    """``path`` appended to ``base_url``'s path, keeping its query (Azure's ``?api-version=``):
+    ``endpoint("https://h/v1?x=1", "/chat/completions")`` is ``https://h/v1/chat/completions?x=1``.
+    A URL httpx cannot parse is joined as text (the request then fails with a clear error)."""
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return base_url.rstrip("/") + path
+    return str(url.copy_with(path=url.path.rstrip("/") + path))
+
+
 class StrictWire(BaseModel):
     """Base of the provider reply shapes: exact JSON types, unknown fields ignored (APIs grow)."""
 

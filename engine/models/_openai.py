@@ -28,7 +28,7 @@ from agentledger.projections._messages import (
     UserMessage,
 )
 
-from ._http import HttpModel, StrictWire
+from ._http import HttpModel, StrictWire, endpoint
 from ._model import (
     DeltaSink,
     ModelReply,
@@ -150,7 +150,7 @@ class OpenAIChatModel(HttpModel):
         profile = wire_profile(server)
         super().__init__(model, client=client, timeout=timeout)
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
-        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._url = endpoint(base_url, "/chat/completions")
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self._headers = ({"authorization": f"Bearer {key}"} if key else {}) | dict(
             extra_headers or {}

@@ -19,7 +19,7 @@ from typing import Any, Literal, assert_never
 import httpx
 from pydantic import Field
 
-from agentledger.events import ToolCall, Usage
+from agentledger.events import ToolCall
 from agentledger.projections._messages import (
     AssistantMessage,
     Message,
@@ -39,7 +39,7 @@ from ._model import (
     ToolChoice,
     ToolSpec,
 )
-from ._openai_stream import read_openai_stream
+from ._openai_stream import OpenAIUsage, read_openai_stream
 from ._sse import input_estimate, server_sent_events
 from ._wire import ServerName, WireProfile, wire_profile
 
@@ -193,19 +193,13 @@ class OpenAIChatModel(HttpModel):
         response = await self._post_json(self._url, self._headers, self.request_body(request))
         reply = self._parse(_Completion, response)
         choice = reply.choices[0]
-        usage = reply.usage or _Usage()
-        details = usage.prompt_tokens_details
         return ModelReply(
             text=choice.message.content or "",
             tool_calls=tuple(
                 ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
                 for call in choice.message.tool_calls or ()
             ),
-            usage=Usage(
-                input_tokens=usage.prompt_tokens,
-                output_tokens=usage.completion_tokens,
-                cached_input_tokens=(details.cached_tokens or 0) if details else 0,
-            ),
+            usage=(reply.usage or OpenAIUsage()).as_usage(),
             finish_reason=choice.finish_reason,
             model=reply.model or self._model,
         )
@@ -276,17 +270,7 @@ class _Choice(StrictWire):
     finish_reason: str | None = None
 
 
-class _PromptDetails(StrictWire):
-    cached_tokens: int | None = Field(default=None, ge=0)
-
-
-class _Usage(StrictWire):
-    prompt_tokens: int = Field(default=0, ge=0)
-    completion_tokens: int = Field(default=0, ge=0)
-    prompt_tokens_details: _PromptDetails | None = None
-
-
 class _Completion(StrictWire):
     model: str | None = None
     choices: list[_Choice] = Field(min_length=1)
-    usage: _Usage | None = None
+    usage: OpenAIUsage | None = None

@@ -218,12 +218,15 @@ class _PromptDetails(StrictWire):
     cached_tokens: int | None = Field(default=None, ge=0)
 
 
-class _ChunkUsage(StrictWire):
+class OpenAIUsage(StrictWire):
+    """The ``usage`` object of a chat completion, or of a stream's last chunk (the same shape)."""
+
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
     prompt_tokens_details: _PromptDetails | None = None
 
     def as_usage(self) -> Usage:
+        """Our usage: ``prompt_tokens`` counts cached tokens too, as ``Usage.input_tokens`` does."""
         details = self.prompt_tokens_details
         return Usage(
             input_tokens=self.prompt_tokens,
@@ -235,4 +238,4 @@ class _ChunkUsage(StrictWire):
 class _Chunk(StrictWire):
     model: str | None = None
     choices: list[_ChunkChoice] = Field(default_factory=list)
-    usage: _ChunkUsage | None = None
+    usage: OpenAIUsage | None = None

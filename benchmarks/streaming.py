@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -359,7 +360,7 @@ async def main(quick: bool) -> dict[str, object]:
         "quick": quick,
         **figures,
         "python": sys.version.split()[0],
-        "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
     }
 
 
